@@ -1,0 +1,60 @@
+"""Framework adapters, found through one registry.
+
+``get(name)`` returns a loaded adapter or raises ``AdapterUnavailable`` with the reason
+(the framework is not installed, or failed to import); ``available()`` lists what loads.
+A missing framework is never an import error of this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from .base import Adapter, ForwardResult, LayerConfig, mask_lengths
+
+# name -> module defining ``ADAPTER``; the framework is imported only when the adapter is asked for.
+REGISTRY: dict[str, str] = {
+    "torch": "adapters.torch_nn",
+    "keras": "adapters.keras_layers",
+}
+
+
+class AdapterUnavailable(RuntimeError):
+    """The adapter's framework cannot be used here; ``reason`` says why."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"adapter {name!r} is unavailable: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@cache
+def _load(name: str) -> Adapter | AdapterUnavailable:
+    try:
+        module = importlib.import_module(REGISTRY[name])
+    except ImportError as error:
+        return AdapterUnavailable(name, f"{error.name or error} is not installed ({error})")
+    except Exception as error:  # a broken install must read as unavailable, not crash the suite
+        return AdapterUnavailable(name, f"importing it failed: {type(error).__name__}: {error}")
+    return module.ADAPTER
+
+
+def get(name: str) -> Adapter:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown framework {name!r}; valid: {', '.join(REGISTRY)}")
+    loaded = _load(name)
+    if isinstance(loaded, AdapterUnavailable):
+        raise loaded
+    return loaded
+
+
+def status() -> dict[str, Adapter | AdapterUnavailable]:
+    """Every registered adapter, loaded or with the reason it is unavailable."""
+    return {name: _load(name) for name in REGISTRY}
+
+
+def available() -> list[Adapter]:
+    return [adapter for adapter in status().values() if isinstance(adapter, Adapter)]
+
+
+__all__ = ["Adapter", "AdapterUnavailable", "ForwardResult", "LayerConfig", "REGISTRY", "available", "get", "mask_lengths", "status"]

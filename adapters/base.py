@@ -1,0 +1,115 @@
+"""What every framework adapter provides, and the configuration record they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reference import Convention, Layers
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One way of building a framework's GRU layer, as data.
+
+    ``name`` is the user-facing label (also the pytest id). ``options`` holds the
+    framework-specific switches the adapter reads (``batch_first``, ``reset_after``, ...).
+    ``separate_recurrent_bias=False`` marks a single-bias layout (recurrent biases must be zero).
+    ``masked`` asks for variable-length inputs; ``reverse`` runs a single direction backwards; ``merge`` and ``masked_output`` say how the
+    framework combines directions and what it outputs at padded steps (see ``reference.gru_stack``).
+    """
+
+    framework: str
+    name: str
+    claimed: Convention
+    num_layers: int = 1
+    bidirectional: bool = False
+    bias: bool = True
+    separate_recurrent_bias: bool = True
+    masked: bool = False
+    reverse: bool = False
+    merge: str = "concat"
+    masked_output: str = "carry"
+    returns_sequences: bool = True
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework}:{self.name}"
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """A framework's forward pass as NumPy arrays.
+
+    ``outputs``: ``(batch, time, features)`` aligned with the input time axis (None when the
+    layer returns no sequence); ``h_last``: ``(layers * directions, batch, hidden)``.
+    """
+
+    outputs: np.ndarray | None
+    h_last: np.ndarray
+
+
+class Adapter(ABC):
+    """Ports canonical parameters into a real framework layer and back, and runs it on NumPy input."""
+
+    name: str = ""
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Library versions that decide what this adapter computes."""
+
+    @abstractmethod
+    def configurations(self) -> list[LayerConfig]:
+        """Every configuration this adapter builds, with the convention its documentation claims."""
+
+    @abstractmethod
+    def build(self, config: LayerConfig, layers: Layers, dtype) -> Any:
+        """A new framework object computing ``config`` with exactly these parameters, in ``dtype``."""
+
+    @abstractmethod
+    def extract(self, layer: Any) -> Layers:
+        """Canonical parameters of an existing framework object, copied (the object is untouched)."""
+
+    @abstractmethod
+    def describe(self, layer: Any) -> LayerConfig:
+        """The configuration of an existing framework object."""
+
+    @abstractmethod
+    def run(self, layer: Any, x: np.ndarray, h0: np.ndarray | None = None, mask: np.ndarray | None = None) -> ForwardResult:
+        """Forward pass of ``layer`` on ``x (batch, time, input)``; ``h0 (layers*dirs, batch, hidden)``;
+        ``mask (batch, time)`` bool, right-padded."""
+
+    def configuration(self, name: str) -> LayerConfig:
+        for config in self.configurations():
+            if config.name == name:
+                return config
+        valid = ", ".join(c.name for c in self.configurations())
+        raise ValueError(f"{self.name} has no configuration {name!r}; valid: {valid}")
+
+
+def mask_lengths(mask: np.ndarray) -> np.ndarray:
+    """Sequence lengths of a right-padded mask; an error names the first row that is not."""
+    mask = np.asarray(mask, dtype=bool)
+    lengths = mask.sum(axis=1)
+    expected = np.arange(mask.shape[1])[None, :] < lengths[:, None]
+    bad_rows = np.nonzero((mask != expected).any(axis=1))[0]
+    if bad_rows.size:
+        row = int(bad_rows[0])
+        raise ValueError(
+            f"mask row {row} is {mask[row].astype(int).tolist()}: frameworks take variable lengths as "
+            f"right padding (True then False); reorder the sequence or split it"
+        )
+    if (lengths == 0).any():
+        raise ValueError(f"mask row {int(np.argmin(lengths))} has no valid step; every sequence needs length >= 1")
+    return lengths

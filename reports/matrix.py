@@ -1,0 +1,191 @@
+"""The comparison matrix: every adapter configuration x dtype against all four conventions.
+
+A probe is data (``Case``): seeded dense parameters, unit-variance inputs, a non-zero initial
+state, and for masked configurations right-padded lengths that differ per sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import adapters
+from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
+from reference import Convention, ForwardDifference, compare_forward, gru_stack, random_layers, tolerance_for
+from reference.compare import SEPARATION_FACTOR
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class Case:
+    """Shapes and seed of one probe."""
+
+    name: str = "default"
+    batch: int = 3
+    time: int = 7
+    input_size: int = 4
+    hidden_size: int = 5
+    seed: int = 0
+
+
+DEFAULT_CASE = Case()
+
+
+@dataclass(frozen=True)
+class Probe:
+    layers: list
+    x: np.ndarray
+    h0: np.ndarray
+    mask: np.ndarray | None
+
+
+def make_probe(case: Case, config: LayerConfig, dtype) -> Probe:
+    dtype = np.dtype(dtype)
+    layers = random_layers(
+        case.input_size, case.hidden_size, config.num_layers, config.bidirectional,
+        seed=case.seed, dtype=dtype, bias=config.bias, merge=config.merge,
+    )
+    if not config.separate_recurrent_bias:
+        layers = [[_without_recurrent_bias(p) for p in layer] for layer in layers]
+    rng = np.random.default_rng([case.seed, 1])
+    x = rng.normal(size=(case.batch, case.time, case.input_size)).astype(dtype)
+    # A non-zero initial state: with h0 = 0 the first step cannot tell the blends apart.
+    h0 = rng.uniform(-0.8, 0.8, size=(config.num_layers * config.directions, case.batch, case.hidden_size)).astype(dtype)
+    mask = None
+    if config.masked:
+        # Full length, about half, and a single step: padding at the end, after one step and nowhere.
+        lengths = np.maximum(1, np.array([case.time, (case.time + 1) // 2, 1] * case.batch)[: case.batch])
+        mask = np.arange(case.time)[None, :] < lengths[:, None]
+    return Probe(layers, x, h0, mask)
+
+
+def _without_recurrent_bias(params):
+    zero = np.zeros_like(params.c_z)
+    return params.replace(c_z=zero, c_r=zero, c_h=zero)
+
+
+def reference_forward(config: LayerConfig, probe: Probe, convention: Convention) -> ForwardResult:
+    """What ``config`` computes on ``probe`` if its framework follows ``convention`` (float64)."""
+    outputs, h_last = gru_stack(
+        probe.x, probe.layers, convention, h0=probe.h0, mask=probe.mask,
+        merge=config.merge, masked_output=config.masked_output, reverse=config.reverse,
+    )
+    return ForwardResult(outputs if config.returns_sequences else None, h_last)
+
+
+@dataclass
+class ConfigResult:
+    """One configuration at one dtype, measured against every convention."""
+
+    framework: str
+    config: LayerConfig
+    dtype: np.dtype
+    versions: dict[str, str]
+    case: Case
+    differences: dict[Convention, ForwardDifference] = field(default_factory=dict)
+    error: str | None = None  # the configuration failed to build or run
+
+    @property
+    def claimed(self) -> Convention:
+        return self.config.claimed
+
+    @property
+    def matched(self) -> Convention | None:
+        """The one convention within tolerance, or None when none or several are."""
+        passing = [c for c, d in self.differences.items() if d.passed]
+        return passing[0] if len(passing) == 1 else None
+
+    def ranked(self) -> list[tuple[Convention, ForwardDifference]]:
+        return sorted(self.differences.items(), key=lambda item: item[1].max_abs)
+
+    @property
+    def nearest_other(self) -> tuple[Convention, ForwardDifference] | None:
+        """The closest convention other than the match (or than the best, when nothing matched)."""
+        ranked = self.ranked()
+        return ranked[1] if len(ranked) > 1 else None
+
+    @property
+    def separated(self) -> bool:
+        """Every other convention misses by at least SEPARATION_FACTOR tolerances."""
+        other = self.nearest_other
+        return other is not None and other[1].max_abs >= SEPARATION_FACTOR * other[1].tolerance
+
+    def rerun_command(self) -> str:
+        return (
+            f"gru-equiv check --frameworks {self.framework} --config {self.config.name!r} "
+            f"--dtypes {self.dtype.name} --seed {self.case.seed}"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "framework": self.framework,
+            "config": self.config.name,
+            "dtype": self.dtype.name,
+            "versions": self.versions,
+            "claimed": self.claimed.id,
+            "matched": self.matched.id if self.matched else None,
+            "errors": {c.id: d.max_abs for c, d in self.differences.items()},
+            "tolerance": dict(zip(("rtol", "atol"), tolerance_for(self.dtype))),
+            "seed": self.case.seed,
+            "error": self.error,
+        }
+
+
+def compare_configuration(adapter: Adapter, config: LayerConfig, dtype, case: Case = DEFAULT_CASE) -> ConfigResult:
+    dtype = np.dtype(dtype)
+    result = ConfigResult(adapter.name, config, dtype, adapter.versions(), case)
+    probe = make_probe(case, config, dtype)
+    layer = adapter.build(config, probe.layers, dtype)
+    observed = adapter.run(layer, probe.x, probe.h0, probe.mask)
+    for convention in Convention.all():
+        expected = reference_forward(config, probe, convention)
+        result.differences[convention] = compare_forward(
+            observed.outputs, observed.h_last, expected.outputs, expected.h_last, dtype
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class UnavailableFramework:
+    framework: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"framework": self.framework, "unavailable": self.reason}
+
+
+def run_matrix(
+    frameworks: list[str] | None = None,
+    dtypes=DTYPES,
+    case: Case = DEFAULT_CASE,
+    configs: list[str] | None = None,
+    progress=None,
+) -> list[ConfigResult | UnavailableFramework]:
+    """Every selected configuration x dtype; a framework that cannot load becomes one row with its reason."""
+    rows: list[ConfigResult | UnavailableFramework] = []
+    unknown_names = set(configs or ())
+    for name in frameworks or list(adapters.REGISTRY):
+        try:
+            adapter = adapters.get(name)
+        except AdapterUnavailable as unavailable:
+            rows.append(UnavailableFramework(name, unavailable.reason))
+            continue
+        selected = adapter.configurations()
+        if configs:
+            unknown_names.difference_update(c.name for c in selected)
+            selected = [c for c in selected if c.name in configs]
+        for config in selected:
+            for dtype in dtypes:
+                if progress:
+                    progress(f"{config.label} [{np.dtype(dtype).name}]")
+                try:
+                    rows.append(compare_configuration(adapter, config, dtype, case))
+                except Exception as error:  # one broken configuration must not hide the others
+                    failed = ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), case)
+                    failed.error = f"{type(error).__name__}: {error}"
+                    rows.append(failed)
+    if unknown_names and not any(isinstance(r, UnavailableFramework) for r in rows):
+        raise ValueError(f"unknown configuration(s) {sorted(unknown_names)}; `gru-equiv list` shows the valid names")
+    return rows
