@@ -33,7 +33,7 @@ def check_float_array(name: str, value, expected_shape: tuple[int, ...] | None =
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(
-            f"{name} contains a non-finite value ({array[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}); "
+            f"{name} contains a non-finite value ({float(array[tuple(bad)])} at index {tuple(int(i) for i in bad)}); "
             f"replace NaN/inf before comparing GRUs"
         )
     return array

@@ -112,6 +112,23 @@ class ConfigResult:
         other = self.nearest_other
         return other is not None and other[1].max_abs >= SEPARATION_FACTOR * other[1].tolerance
 
+    def explain(self, convention: Convention | None = None) -> str:
+        """Why ``convention`` (default: the documented one) did or did not match, with the numbers."""
+        convention = convention or self.claimed
+        if self.error:
+            return f"{self.config.label} [{self.dtype.name}] failed to run: {self.error}\nrerun: {self.rerun_command()}"
+        diff = self.differences[convention]
+        best, best_diff = self.ranked()[0]
+        lines = [
+            f"{self.config.label} [{self.dtype.name}] vs {convention.id}: {'matches' if diff.passed else 'does not match'}",
+            *(f"  {part.describe()}" for part in diff.parts),
+            f"  best-matching convention: {best.id} (max abs error {best_diff.max_abs:.3g})",
+            f"  matched: {self.matched.id if self.matched else None}; documentation claims: {self.claimed.id}",
+            f"  versions: {', '.join(f'{k} {v}' for k, v in self.versions.items())}",
+            f"  rerun: {self.rerun_command()}",
+        ]
+        return "\n".join(lines)
+
     def rerun_command(self) -> str:
         return (
             f"gru-equiv check --frameworks {self.framework} --config {self.config.name!r} "

@@ -1,0 +1,119 @@
+"""``gru-equiv``: the command-line entry point.
+
+    gru-equiv check [--json] [--frameworks torch keras] [--config NAME] [--dtypes float32 float64] [--seed N]
+    gru-equiv list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import adapters
+from reference import Convention
+
+from .matrix import DTYPES, Case, ConfigResult, UnavailableFramework, run_matrix
+
+
+def _format_error(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def render_table(rows: list[ConfigResult | UnavailableFramework]) -> str:
+    header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention")
+    lines = []
+    for row in rows:
+        if isinstance(row, UnavailableFramework):
+            lines.append((row.framework, "-", "-", "unavailable", "-", row.reason))
+            continue
+        if row.error:
+            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error))
+            continue
+        matched = row.matched
+        best, best_diff = row.ranked()[0]
+        other, other_diff = row.nearest_other
+        verdict = matched.id if matched else f"none (closest {best.id})"
+        if matched and matched != row.claimed:
+            verdict += "  <- differs from the documentation"
+        lines.append((
+            row.config.label, row.dtype.name, row.claimed.id, verdict,
+            _format_error(best_diff.max_abs), f"{_format_error(other_diff.max_abs)} ({other.id})",
+        ))
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def _parse_dtypes(names: list[str]) -> tuple[np.dtype, ...]:
+    valid = {d.name: d for d in DTYPES}
+    for name in names:
+        if name not in valid:
+            raise SystemExit(f"gru-equiv: unknown dtype {name!r}; valid: {', '.join(valid)}")
+    return tuple(valid[n] for n in names)
+
+
+def _command_check(args) -> int:
+    for name in args.frameworks or []:
+        if name not in adapters.REGISTRY:
+            raise SystemExit(f"gru-equiv: unknown framework {name!r}; valid: {', '.join(adapters.REGISTRY)}")
+    progress = None if args.json or args.quiet else (lambda label: print(f"  running {label}", file=sys.stderr))
+    try:
+        rows = run_matrix(args.frameworks, _parse_dtypes(args.dtypes), Case(seed=args.seed), args.config, progress)
+    except ValueError as error:
+        raise SystemExit(f"gru-equiv: {error}") from None
+    if args.json:
+        json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
+        print()
+    else:
+        print(render_table(rows))
+        print()
+        print("Conventions:")
+        for convention in Convention.all():
+            print(f"  {convention.id}:")
+            for equation in convention.equations:
+                print(f"      {equation}")
+    failed = [r for r in rows if isinstance(r, ConfigResult) and (r.error or r.matched != r.claimed)]
+    return 1 if failed and args.strict else 0
+
+
+def _command_list(args) -> int:
+    for name, adapter in adapters.status().items():
+        if isinstance(adapter, adapters.AdapterUnavailable):
+            print(f"{name}: unavailable ({adapter.reason})")
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in adapter.versions().items())
+        print(f"{name} ({versions}):")
+        for config in adapter.configurations():
+            print(f"  {config.name!r:55} claims {config.claimed.id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gru-equiv", description="Which GRU formula does each framework compute?")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="measure every framework configuration against the four conventions")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument("--frameworks", nargs="+", metavar="NAME", help=f"subset of: {', '.join(adapters.REGISTRY)}")
+    check.add_argument("--config", nargs="+", metavar="NAME", help="only these configurations (see `gru-equiv list`)")
+    check.add_argument("--dtypes", nargs="+", default=[d.name for d in DTYPES], metavar="DTYPE")
+    check.add_argument("--seed", type=int, default=0, help="seed of the probe parameters and inputs")
+    check.add_argument("--strict", action="store_true", help="exit 1 when a configuration does not match its documentation")
+    check.add_argument("--quiet", action="store_true", help="no progress lines")
+    check.set_defaults(run=_command_check)
+    listing = commands.add_parser("list", help="list adapters and their configurations")
+    listing.set_defaults(run=_command_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Each framework configuration computes exactly the convention its documentation claims.
+
+Generic templates over adapter x configuration x dtype; the cases are the adapters' own
+configuration tables, the probes come from ``reports.matrix.make_probe``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import adapters
+from reference import Convention
+from reference.compare import SEPARATION_FACTOR
+from reports.matrix import DEFAULT_CASE, DTYPES, compare_configuration
+
+from .conftest import adapter_or_skip
+from .expected_failures import expected_failure
+
+
+def _configuration_params():
+    params = []
+    for name in adapters.REGISTRY:
+        status = adapters.status()[name]
+        configs = status.configurations() if isinstance(status, adapters.Adapter) else []
+        if not configs:
+            params.append(pytest.param(name, None, id=f"{name}-unavailable"))
+        for config in configs:
+            params.append(pytest.param(name, config.name, id=f"{name}:{config.name}"))
+    return params
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("framework,config_name", _configuration_params())
+def test_configuration_computes_its_documented_convention(framework, config_name, dtype, request):
+    adapter = adapter_or_skip(framework)
+    config = adapter.configuration(config_name)
+    reason = expected_failure(framework, config_name, dtype.name)
+    if reason:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+    result = compare_configuration(adapter, config, dtype)
+    assert result.error is None, result.explain()
+    assert result.matched == config.claimed, result.explain()
+    other, other_diff = result.nearest_other
+    assert other_diff.max_abs >= SEPARATION_FACTOR * other_diff.tolerance, (
+        f"{config.label} [{dtype.name}]: the nearest other convention {other.id} misses by only "
+        f"{other_diff.max_abs:.3g}, less than {SEPARATION_FACTOR:g} x tolerance {other_diff.tolerance:g}: "
+        f"the probe does not separate the conventions\n{result.explain(other)}"
+    )
+
+
+@pytest.mark.parametrize("framework", list(adapters.REGISTRY))
+def test_every_convention_axis_is_exercised(framework):
+    """The tables must hold at least one configuration of each documented reset placement it offers."""
+    adapter = adapter_or_skip(framework)
+    claimed = {c.claimed for c in adapter.configurations()}
+    expected = {"torch": {Convention("z_on_previous", "after")},
+                "keras": {Convention("z_on_previous", "after"), Convention("z_on_previous", "before")}}[framework]
+    assert claimed == expected, f"{framework} configurations claim {sorted(c.id for c in claimed)}"
+
+
+def test_default_case_is_large_enough_to_tell_conventions_apart():
+    assert DEFAULT_CASE.time >= 3 and DEFAULT_CASE.hidden_size >= 2 and DEFAULT_CASE.batch >= 3, DEFAULT_CASE
