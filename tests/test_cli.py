@@ -1,0 +1,102 @@
+"""The main job as a user runs it: ``gru-equiv check`` (table and JSON) and ``gru-equiv list``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import adapters
+from reports.cli import main
+
+EXPECTED = {
+    ("torch", "nn.GRU(batch_first=True)"): "z_on_previous+reset_after",
+    ("keras", "GRU(reset_after=True)"): "z_on_previous+reset_after",
+    ("keras", "GRU(reset_after=False)"): "z_on_previous+reset_before",
+}
+
+
+@pytest.fixture(scope="module")
+def check_json():
+    """One real run of the installed console script over the whole matrix."""
+    executable = shutil.which("gru-equiv", path=str(__import__("pathlib").Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "reports.cli"]
+    completed = subprocess.run([*command, "check", "--json"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout)
+
+
+def test_check_json_states_each_frameworks_formula(check_json):
+    rows = {(r["framework"], r["config"], r["dtype"]): r for r in check_json if "config" in r}
+    for (framework, config), convention in EXPECTED.items():
+        if isinstance(adapters.status()[framework], adapters.AdapterUnavailable):
+            continue
+        for dtype in ("float32", "float64"):
+            row = rows[(framework, config, dtype)]
+            assert row["matched"] == row["claimed"] == convention, row
+            assert set(row["errors"]) == {
+                "z_on_previous+reset_before", "z_on_previous+reset_after",
+                "z_on_candidate+reset_before", "z_on_candidate+reset_after",
+            }
+            assert row["errors"][convention] == min(row["errors"].values())
+
+
+def test_check_json_covers_every_configuration_and_dtype(check_json):
+    for name, adapter in adapters.status().items():
+        rows = [r for r in check_json if r["framework"] == name]
+        if isinstance(adapter, adapters.AdapterUnavailable):
+            assert rows == [{"framework": name, "unavailable": adapter.reason}]
+            continue
+        assert {(r["config"], r["dtype"]) for r in rows} == {
+            (c.name, d) for c in adapter.configurations() for d in ("float32", "float64")
+        }
+        assert all(r["error"] is None and r["matched"] == r["claimed"] for r in rows), [r for r in rows if r["matched"] != r["claimed"]]
+
+
+def test_check_table_and_formulas(capsys):
+    assert main(["check", "--frameworks", "torch", "--config", "nn.GRUCell", "--dtypes", "float64", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    if "unavailable" in out:
+        pytest.skip("torch is unavailable")
+    header, rule, row = out.splitlines()[:3]
+    assert header.split("  ")[0] == "framework configuration" and "nearest other convention" in header
+    assert row.startswith("torch:nn.GRUCell") and row.count("z_on_previous+reset_after") == 2
+    assert "h_cand = tanh(x_t W_h + b_h + r * (h_prev U_h + c_h))" in out
+
+
+def test_strict_check_fails_when_a_framework_contradicts_its_documentation(monkeypatch, capsys):
+    monkeypatch.setitem(adapters.REGISTRY, "fake", "tests.fake_adapters")
+    adapters._load.cache_clear()
+    try:
+        assert main(["check", "--frameworks", "fake", "--strict", "--quiet"]) == 1
+        assert "differs from the documentation" in capsys.readouterr().out
+        assert main(["check", "--frameworks", "fake", "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["matched"] for r in rows] == ["z_on_candidate+reset_after"] * 2
+    finally:
+        adapters._load.cache_clear()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["check", "--frameworks", "jax"], "unknown framework 'jax'; valid: torch, keras"),
+    (["check", "--dtypes", "float16"], "unknown dtype 'float16'; valid: float32, float64"),
+    (["check", "--config", "nn.LSTM"], "unknown configuration(s) ['nn.LSTM']"),
+])
+def test_bad_arguments_name_the_value_and_the_valid_ones(argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert message in str(info.value)
+
+
+def test_list_names_every_configuration(capsys):
+    main(["list"])
+    out = capsys.readouterr().out
+    for name, adapter in adapters.status().items():
+        assert out.count(f"{name}") >= 1
+        if isinstance(adapter, adapters.Adapter):
+            assert all(repr(c.name) in out for c in adapter.configurations())
+
+
