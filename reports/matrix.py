@@ -12,7 +12,9 @@ import numpy as np
 
 import adapters
 from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
-from reference import Convention, ForwardDifference, compare_forward, gru_stack, random_layers, tolerance_for
+from reference import Convention, ForwardDifference, GRUParams, compare_forward, gru_stack, tolerance_for
+from reference.identify import Identification, Observation, Structure, design_probe, identify_observations
+from reference.params import layer_input_size
 from reference.compare import SEPARATION_FACTOR
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -42,11 +44,19 @@ class Probe:
 
 
 def make_probe(case: Case, config: LayerConfig, dtype) -> Probe:
+    """Parameters from ``reference.identify.design_probe`` for every (layer, direction) slot."""
     dtype = np.dtype(dtype)
-    layers = random_layers(
-        case.input_size, case.hidden_size, config.num_layers, config.bidirectional,
-        seed=case.seed, dtype=dtype, bias=config.bias, merge=config.merge,
-    )
+    layers = []
+    for index in range(config.num_layers):
+        width = layer_input_size(case.input_size, case.hidden_size, index, config.directions, config.merge)
+        layers.append([
+            design_probe(width, case.hidden_size, seed=case.seed * 100 + index * 2 + direction, dtype=dtype).params
+            for direction in range(config.directions)
+        ])
+    if not config.bias:
+        layers = [[GRUParams.zeros(p.input_size, p.hidden_size, dtype).replace(
+            **{name: getattr(p, name) for name in ("W_z", "W_r", "W_h", "U_z", "U_r", "U_h")}) for p in layer]
+            for layer in layers]
     if not config.separate_recurrent_bias:
         layers = [[_without_recurrent_bias(p) for p in layer] for layer in layers]
     rng = np.random.default_rng([case.seed, 1])
@@ -85,6 +95,7 @@ class ConfigResult:
     versions: dict[str, str]
     case: Case
     differences: dict[Convention, ForwardDifference] = field(default_factory=dict)
+    identification: Identification | None = None
     error: str | None = None  # the configuration failed to build or run
 
     @property
@@ -93,9 +104,8 @@ class ConfigResult:
 
     @property
     def matched(self) -> Convention | None:
-        """The one convention within tolerance, or None when none or several are."""
-        passing = [c for c, d in self.differences.items() if d.passed]
-        return passing[0] if len(passing) == 1 else None
+        """The convention ``reference.identify`` settles on, or None (none fits, or ambiguous)."""
+        return self.identification.matched if self.identification else None
 
     def ranked(self) -> list[tuple[Convention, ForwardDifference]]:
         return sorted(self.differences.items(), key=lambda item: item[1].max_abs)
@@ -144,6 +154,9 @@ class ConfigResult:
             "claimed": self.claimed.id,
             "matched": self.matched.id if self.matched else None,
             "errors": {c.id: d.max_abs for c, d in self.differences.items()},
+            "margin": self.identification.margin if self.identification else None,
+            "ambiguous": self.identification.ambiguous if self.identification else None,
+            "diagnosis": [d.to_json() for d in self.identification.diagnosis] if self.identification else [],
             "tolerance": dict(zip(("rtol", "atol"), tolerance_for(self.dtype))),
             "seed": self.case.seed,
             "error": self.error,
@@ -161,6 +174,11 @@ def compare_configuration(adapter: Adapter, config: LayerConfig, dtype, case: Ca
         result.differences[convention] = compare_forward(
             observed.outputs, observed.h_last, expected.outputs, expected.h_last, dtype
         )
+    observation = Observation(
+        tuple(tuple(layer) for layer in probe.layers), probe.x, probe.h0, probe.mask, observed.outputs, observed.h_last
+    )
+    structure = Structure(config.merge, config.masked_output, config.reverse, config.returns_sequences)
+    result.identification = identify_observations([observation], dtype, structure, expected=config.claimed)
     return result
 
 

@@ -1,0 +1,322 @@
+"""Which formula does a black-box GRU compute, and which porting mistake explains it when none fits?
+
+``identify(forward, input_size=..., hidden_size=...)`` calls ``forward(params, x, h0)`` (and, when
+``forward`` accepts a ``mask`` keyword, once more with right-padded lengths) on a probe designed to
+separate the hypotheses, then compares the observed output with every convention and, if none
+fits, with every catalogued mistake (``reference.mistakes``) and every pair of them.
+
+Probe design (``design_probe``), each choice for a reason:
+
+- non-zero initial state: with ``h0 = 0`` the first step cannot tell the reset placements apart
+  and the blends differ only through ``z``;
+- non-zero recurrent biases, distinct per gate and unit: otherwise dropping, folding or swapping
+  them changes nothing, and reset-before equals reset-after at ``h = 0``;
+- dense random weights, distinct per gate and unit: constant or symmetric weights make gate
+  permutations and transposes invisible;
+- weights scaled by ``1/sqrt(fan_in)`` so pre-activations have standard deviation ~0.8: out of
+  sigmoid/tanh saturation (saturated gates are 0 or 1 in every convention), yet wide enough that
+  the hard sigmoids' clip and slope show;
+- six timesteps and four sequences: reversals, state carry and errors compounding over time show;
+- a mask with lengths 6, 3, 1, 6: padding after a long, a short and a one-step sequence.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+from typing import Callable
+
+import numpy as np
+
+from .compare import SEPARATION_FACTOR, tolerance_for
+from .conventions import Convention, as_convention
+from .forward import gru_stack
+from .mistakes import CATALOGUE, Mistake, Scenario, convention_mistakes
+from .params import GRUParams
+
+
+@dataclass(frozen=True)
+class Probe:
+    params: GRUParams
+    x: np.ndarray
+    h0: np.ndarray
+    mask: np.ndarray | None = None
+
+
+def design_probe(input_size: int, hidden_size: int, seed: int = 0, dtype=np.float64,
+                 batch: int = 4, time: int = 6) -> Probe:
+    rng = np.random.default_rng([seed, 7])
+    arrays = {}
+    for name, array in GRUParams.zeros(input_size, hidden_size).arrays():
+        fan_in = {"W": input_size, "U": hidden_size}.get(name[0], 1)
+        spread = 0.8 / np.sqrt(fan_in) if name[0] in "WU" else 0.5
+        arrays[name] = rng.normal(0.0, spread, size=array.shape).astype(dtype)
+    params = GRUParams(**arrays)
+    x = rng.normal(size=(batch, time, input_size)).astype(dtype)
+    h0 = rng.uniform(-0.8, 0.8, size=(batch, hidden_size)).astype(dtype)
+    lengths = np.array([time, max(1, time // 2), 1, time] * batch)[:batch]
+    mask = np.arange(time)[None, :] < lengths[:, None]
+    return Probe(params, x, h0, mask)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A hypothesis that explains the observed output: a convention plus named mistakes."""
+
+    convention: Convention
+    mistakes: tuple[Mistake, ...]
+    error: float
+
+    @property
+    def name(self) -> str:
+        return " + ".join(m.name for m in self.mistakes)
+
+    def describe(self) -> str:
+        lines = [f"{self.name} (under {self.convention.id}; max abs error {self.error:.3g})"]
+        for mistake in self.mistakes:
+            lines.append(f"    {mistake.name}: {mistake.description}")
+            lines.append(f"      fix: {mistake.fix}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "convention": self.convention.id,
+            "mistakes": [m.name for m in self.mistakes],
+            "fixes": [m.fix for m in self.mistakes],
+            "error": self.error,
+        }
+
+
+@dataclass
+class Identification:
+    matched: Convention | None
+    errors: dict[Convention, float]
+    tolerance: float
+    margin: float  # runner-up convention's error / tolerance, or best error / tolerance when nothing fits
+    ambiguous: bool
+    candidates: list[Convention]  # conventions within tolerance
+    diagnosis: list[Diagnosis] = field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def explained(self) -> bool:
+        return self.matched is not None or bool(self.diagnosis)
+
+    def describe(self) -> str:
+        lines = []
+        if self.matched:
+            lines.append(f"matched: {self.matched.id}")
+            lines += [f"    {eq}" for eq in self.matched.equations]
+        elif self.ambiguous:
+            lines.append(f"ambiguous: {', '.join(c.id for c in self.candidates)} all fit; the probe cannot tell them apart")
+        else:
+            lines.append("matched: none of the four conventions")
+        lines.append(f"margin: the runner-up misses by {self.margin:.3g} x tolerance ({self.tolerance:g}); "
+                     f"{SEPARATION_FACTOR:g} x is needed to decide")
+        lines += [f"  {c.id}: max abs error {e:.3g}" for c, e in sorted(self.errors.items(), key=lambda i: i[1])]
+        if self.diagnosis:
+            lines.append("diagnosis (most likely first):")
+            lines += [f"  {i + 1}. {d.describe()}" for i, d in enumerate(self.diagnosis)]
+        elif not self.matched and not self.ambiguous:
+            lines.append("no catalogued mistake, nor pair of them, explains the output")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "matched": self.matched.id if self.matched else None,
+            "errors": {c.id: e for c, e in self.errors.items()},
+            "tolerance": self.tolerance,
+            "margin": self.margin,
+            "ambiguous": self.ambiguous,
+            "candidates": [c.id for c in self.candidates],
+            "diagnosis": [d.to_json() for d in self.diagnosis],
+            "calls": self.calls,
+        }
+
+
+# --------------------------------------------------------------- evaluating hypotheses
+
+
+@dataclass(frozen=True)
+class Structure:
+    """How the observed GRU is assembled: what ``gru_stack`` needs beyond parameters and convention."""
+
+    merge: str = "concat"
+    masked_output: str = "carry"
+    reverse: bool = False
+    returns_sequences: bool = True
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One call's inputs and what the implementation returned (outputs may be None)."""
+
+    layers: tuple
+    x: np.ndarray
+    h0: np.ndarray | None  # (slots, batch, hidden)
+    mask: np.ndarray | None
+    outputs: np.ndarray | None
+    h_last: np.ndarray
+
+
+def _expected(scenario: Scenario, structure: Structure):
+    outputs, h_last = gru_stack(
+        scenario.x, [list(layer) for layer in scenario.layers], scenario.convention, h0=scenario.h0,
+        mask=scenario.mask, merge=structure.merge, masked_output=structure.masked_output,
+        reverse=structure.reverse != scenario.reverse if len(scenario.layers[0]) == 1 else False,
+        gate_activation=scenario.gate_activation,
+    )
+    if scenario.outputs_reversed:
+        outputs = outputs[:, ::-1]
+    return outputs, h_last
+
+
+def _gap(observation: Observation, expected, tolerance_pair) -> tuple[float, bool]:
+    """Largest scaled gap; compares outputs only where the mask is True (padding is framework-specific)."""
+    rtol, atol = tolerance_pair
+    gaps = []
+    passed = True
+    pairs = [(observation.h_last, expected[1], None)]
+    if observation.outputs is not None:
+        pairs.append((observation.outputs, expected[0], observation.mask))
+    for actual, wanted, mask in pairs:
+        actual = np.asarray(actual, np.float64)
+        if actual.shape != wanted.shape:
+            return np.inf, False
+        gap = np.abs(actual - wanted)
+        gap = np.where(np.isnan(gap), np.inf, gap)
+        if mask is not None:
+            gap = np.where(mask[:, :, None], gap, 0.0)
+        passed &= bool(np.all(gap <= atol + rtol * np.abs(wanted)))
+        gaps.append(float(gap.max()))
+    return max(gaps), passed
+
+
+def _scenario(observation: Observation, convention: Convention) -> Scenario:
+    return Scenario(observation.layers, convention, observation.x, observation.h0, observation.mask)
+
+
+def _evaluate(observations, structure, convention, mistakes, tolerance_pair) -> tuple[float, bool]:
+    worst, all_passed = 0.0, True
+    applied = set()
+    for observation in observations:
+        scenario = _scenario(observation, convention)
+        for mistake in mistakes:
+            # A mistake may show in only some calls (an ignored mask needs a masked call).
+            if mistake.applies(scenario):
+                scenario = mistake.apply(scenario)
+                applied.add(mistake.name)
+        error, passed = _gap(observation, _expected(scenario, structure), tolerance_pair)
+        worst, all_passed = max(worst, error), all_passed and passed
+    if len(applied) < len(mistakes):
+        return np.inf, False
+    return worst, all_passed
+
+
+def identify_observations(
+    observations: list[Observation],
+    dtype,
+    structure: Structure = Structure(),
+    expected: Convention | str | None = None,
+    max_mistakes: int = 2,
+) -> Identification:
+    """Judge recorded observations against the conventions, then the mistake catalogue."""
+    tolerance_pair = tolerance_for(dtype)
+    tolerance = sum(tolerance_pair)
+    errors, passing = {}, []
+    for convention in Convention.all():
+        error, passed = _evaluate(observations, structure, convention, (), tolerance_pair)
+        errors[convention] = error
+        if passed:
+            passing.append(convention)
+    ranked = sorted(errors, key=errors.get)
+    runner_up = errors[ranked[1]] if passing else errors[ranked[0]]
+    margin = runner_up / tolerance
+    ambiguous = len(passing) > 1 or (len(passing) == 1 and margin < SEPARATION_FACTOR)
+    matched = passing[0] if len(passing) == 1 and not ambiguous else None
+    result = Identification(matched, errors, tolerance, margin, ambiguous, passing)
+    expected = as_convention(expected) if expected is not None else None
+    if matched and expected and matched != expected:
+        result.diagnosis = [Diagnosis(expected, convention_mistakes(expected, matched), errors[matched])]
+    if not passing:
+        result.diagnosis = _diagnose(observations, structure, tolerance_pair, expected, max_mistakes)
+    return result
+
+
+def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes) -> list[Diagnosis]:
+    conventions = Convention.all()
+    for size in range(1, max_mistakes + 1):
+        found = []
+        for mistakes in combinations(CATALOGUE, size):
+            if len({m.name.split(":")[0] for m in mistakes if ":" in m.name}) < sum(":" in m.name for m in mistakes):
+                continue  # two permutations of the same block compose into a single permutation
+            for convention in conventions:
+                error, passed = _evaluate(observations, structure, convention, mistakes, tolerance_pair)
+                if passed:
+                    named = mistakes
+                    if expected is not None:
+                        named = convention_mistakes(expected, convention) + mistakes
+                    found.append(Diagnosis(convention, named, error))
+        if found:
+            # Fewest named changes first (a convention the user expected costs a flip), then the smallest error.
+            return sorted(found, key=lambda d: (len(d.mistakes), d.error))
+    return []
+
+
+# --------------------------------------------------------------- the public entry point
+
+Forward = Callable[..., tuple]
+
+
+def _accepts_mask(forward: Forward) -> bool:
+    try:
+        return "mask" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def identify(
+    forward: Forward,
+    *,
+    input_size: int,
+    hidden_size: int,
+    seed: int = 0,
+    dtype=np.float64,
+    expected: Convention | str | None = None,
+    probe: Probe | None = None,
+    max_mistakes: int = 2,
+) -> Identification:
+    """Identify the GRU formula that ``forward(params, x, h0) -> (outputs, h_last)`` computes.
+
+    ``outputs`` is ``(batch, time, hidden)`` (or None) and ``h_last`` ``(batch, hidden)``. If
+    ``forward`` takes a ``mask`` keyword it is also called with right-padded lengths, which lets
+    "mask ignored" be diagnosed. ``expected`` names the convention the implementation should have:
+    a match with another convention is then reported as the flip(s) that explain it. ``probe``
+    replaces the designed probe (tests use it to show that a degenerate one comes out ambiguous).
+    """
+    dtype = np.dtype(dtype)
+    probe = probe or design_probe(input_size, hidden_size, seed, dtype)
+    if probe.params.input_size != input_size or probe.params.hidden_size != hidden_size:
+        raise ValueError(
+            f"the probe is for input_size={probe.params.input_size}, hidden_size={probe.params.hidden_size}; "
+            f"identify was asked for {input_size}, {hidden_size}"
+        )
+    calls = [None]
+    if probe.mask is not None and _accepts_mask(forward) and not probe.mask.all():
+        calls.append(probe.mask)
+    observations = []
+    for mask in calls:
+        kwargs = {} if mask is None else {"mask": mask}
+        outputs, h_last = forward(probe.params, probe.x, probe.h0, **kwargs)
+        h_last = np.asarray(h_last)
+        if h_last.shape != (probe.x.shape[0], hidden_size):
+            raise ValueError(f"forward returned h_last of shape {h_last.shape}; expected (batch, hidden_size) = "
+                             f"{(probe.x.shape[0], hidden_size)}")
+        observations.append(Observation(
+            layers=((probe.params,),), x=probe.x, h0=probe.h0[None], mask=mask,
+            outputs=None if outputs is None else np.asarray(outputs), h_last=h_last[None],
+        ))
+    result = identify_observations(observations, dtype, expected=expected, max_mistakes=max_mistakes)
+    result.calls = len(calls)
+    return result
