@@ -1,6 +1,7 @@
 """``gru-equiv``: the command-line entry point.
 
     gru-equiv check [--json] [--frameworks torch keras] [--config NAME] [--dtypes float32 float64] [--seed N]
+    gru-equiv identify --framework NAME [--config NAME ...] [--dtypes ...] [--json]
     gru-equiv list
 """
 
@@ -23,24 +24,33 @@ def _format_error(value: float | None) -> str:
 
 
 def render_table(rows: list[ConfigResult | UnavailableFramework]) -> str:
-    header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention")
+    header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention", "margin")
     lines = []
     for row in rows:
         if isinstance(row, UnavailableFramework):
-            lines.append((row.framework, "-", "-", "unavailable", "-", row.reason))
+            lines.append((row.framework, "-", "-", "unavailable", "-", row.reason, "-"))
             continue
         if row.error:
-            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error))
+            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error, "-"))
             continue
         matched = row.matched
         best, best_diff = row.ranked()[0]
         other, other_diff = row.nearest_other
-        verdict = matched.id if matched else f"none (closest {best.id})"
+        identification = row.identification
+        if matched:
+            verdict = matched.id
+        elif identification.ambiguous:
+            verdict = "ambiguous: " + " / ".join(c.id for c in identification.candidates)
+        elif identification.diagnosis:
+            verdict = f"none; diagnosis: {identification.diagnosis[0].name}"
+        else:
+            verdict = f"none (closest {best.id})"
         if matched and matched != row.claimed:
             verdict += "  <- differs from the documentation"
         lines.append((
             row.config.label, row.dtype.name, row.claimed.id, verdict,
             _format_error(best_diff.max_abs), f"{_format_error(other_diff.max_abs)} ({other.id})",
+            f"{identification.margin:.3g}x",
         ))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -81,6 +91,33 @@ def _command_check(args) -> int:
     return 1 if failed and args.strict else 0
 
 
+def _command_identify(args) -> int:
+    if args.framework not in adapters.REGISTRY:
+        raise SystemExit(f"gru-equiv: unknown framework {args.framework!r}; valid: {', '.join(adapters.REGISTRY)}")
+    try:
+        rows = run_matrix([args.framework], _parse_dtypes(args.dtypes), Case(seed=args.seed), args.config)
+    except ValueError as error:
+        raise SystemExit(f"gru-equiv: {error}") from None
+    if args.json:
+        payload = []
+        for row in rows:
+            entry = row.to_json()
+            if isinstance(row, ConfigResult) and row.identification:
+                entry["identification"] = row.identification.to_json()
+            payload.append(entry)
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+        return 0
+    for row in rows:
+        if isinstance(row, UnavailableFramework):
+            print(f"{row.framework}: unavailable ({row.reason})")
+            continue
+        print(f"== {row.config.label} [{row.dtype.name}] (documentation claims {row.claimed.id})")
+        print(row.error if row.error else row.identification.describe())
+        print()
+    return 0
+
+
 def _command_list(args) -> int:
     for name, adapter in adapters.status().items():
         if isinstance(adapter, adapters.AdapterUnavailable):
@@ -105,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="exit 1 when a configuration does not match its documentation")
     check.add_argument("--quiet", action="store_true", help="no progress lines")
     check.set_defaults(run=_command_check)
+    ident = commands.add_parser("identify", help="identify the formula of each configuration of one framework")
+    ident.add_argument("--framework", required=True, metavar="NAME", help=f"one of: {', '.join(adapters.REGISTRY)}")
+    ident.add_argument("--config", nargs="+", metavar="NAME", help="only these configurations (see `gru-equiv list`)")
+    ident.add_argument("--dtypes", nargs="+", default=[d.name for d in DTYPES], metavar="DTYPE")
+    ident.add_argument("--seed", type=int, default=0)
+    ident.add_argument("--json", action="store_true")
+    ident.set_defaults(run=_command_identify)
     listing = commands.add_parser("list", help="list adapters and their configurations")
     listing.set_defaults(run=_command_list)
     return parser

@@ -91,6 +91,21 @@ def test_bad_arguments_name_the_value_and_the_valid_ones(argv, message):
     assert message in str(info.value)
 
 
+def test_identify_json_matches_each_configuration_with_margin(capsys):
+    if isinstance(adapters.status()["keras"], adapters.AdapterUnavailable):
+        pytest.skip("keras is unavailable")
+    assert main(["identify", "--framework", "keras", "--config", "GRU(reset_after=False)", "Bidirectional(GRU) + mask",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    for row in rows:
+        identification = row["identification"]
+        assert identification["matched"] == row["claimed"] and identification["margin"] > 100
+        assert identification["diagnosis"] == [] and not identification["ambiguous"]
+    main(["identify", "--framework", "keras", "--config", "GRU(reset_after=False)", "--dtypes", "float64"])
+    assert "matched: z_on_previous+reset_before" in capsys.readouterr().out
+
+
 def test_list_names_every_configuration(capsys):
     main(["list"])
     out = capsys.readouterr().out

@@ -41,6 +41,8 @@ def test_configuration_computes_its_documented_convention(framework, config_name
     result = compare_configuration(adapter, config, dtype)
     assert result.error is None, result.explain()
     assert result.matched == config.claimed, result.explain()
+    identification = result.identification
+    assert identification.margin >= SEPARATION_FACTOR and not identification.diagnosis, identification.describe()
     other, other_diff = result.nearest_other
     assert other_diff.max_abs >= SEPARATION_FACTOR * other_diff.tolerance, (
         f"{config.label} [{dtype.name}]: the nearest other convention {other.id} misses by only "
