@@ -118,6 +118,19 @@ def _command_identify(args) -> int:
     return 0
 
 
+def _command_report(args) -> int:
+    from .html import write_report
+
+    for name in args.frameworks or []:
+        if name not in adapters.REGISTRY:
+            raise SystemExit(f"gru-equiv: unknown framework {name!r}; valid: {', '.join(adapters.REGISTRY)}")
+    progress = None if args.quiet else (lambda label: print(f"  running {label}", file=sys.stderr))
+    rows = run_matrix(args.frameworks, _parse_dtypes(args.dtypes), Case(seed=args.seed), None, progress)
+    html_path, json_path = write_report(rows, args.out)
+    print(f"report written: {html_path.resolve()}\n          data: {json_path.resolve()}")
+    return 0
+
+
 def _command_list(args) -> int:
     for name, adapter in adapters.status().items():
         if isinstance(adapter, adapters.AdapterUnavailable):
@@ -149,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--seed", type=int, default=0)
     ident.add_argument("--json", action="store_true")
     ident.set_defaults(run=_command_identify)
+    report = commands.add_parser("report", help="write the HTML and JSON difference report")
+    report.add_argument("--out", default="gru-report", help="output folder (default: gru-report)")
+    report.add_argument("--frameworks", nargs="+", metavar="NAME")
+    report.add_argument("--dtypes", nargs="+", default=[d.name for d in DTYPES], metavar="DTYPE")
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--quiet", action="store_true")
+    report.set_defaults(run=_command_report)
     listing = commands.add_parser("list", help="list adapters and their configurations")
     listing.set_defaults(run=_command_list)
     return parser

@@ -96,6 +96,8 @@ class ConfigResult:
     case: Case
     differences: dict[Convention, ForwardDifference] = field(default_factory=dict)
     identification: Identification | None = None
+    observed: ForwardResult | None = None
+    expected: dict[Convention, ForwardResult] = field(default_factory=dict)
     error: str | None = None  # the configuration failed to build or run
 
     @property
@@ -169,8 +171,10 @@ def compare_configuration(adapter: Adapter, config: LayerConfig, dtype, case: Ca
     probe = make_probe(case, config, dtype)
     layer = adapter.build(config, probe.layers, dtype)
     observed = adapter.run(layer, probe.x, probe.h0, probe.mask)
+    result.observed = observed
     for convention in Convention.all():
         expected = reference_forward(config, probe, convention)
+        result.expected[convention] = expected
         result.differences[convention] = compare_forward(
             observed.outputs, observed.h_last, expected.outputs, expected.h_last, dtype
         )
