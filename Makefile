@@ -1,5 +1,6 @@
 # Two entry points do all the set-up on a fresh machine:
-#   make report   - create .venv if missing, install, print the equivalence table
+#   make report   - create .venv if missing, install, print the equivalence table and
+#                   write the HTML/JSON report to gru-report/
 #   make test     - create .venv if missing, install, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/gru-equiv check
+	$(BIN)/gru-equiv report --out gru-report
 
 check-json: $(STAMP)
 	$(BIN)/gru-equiv check --json

@@ -127,6 +127,8 @@ def _command_report(args) -> int:
     progress = None if args.quiet else (lambda label: print(f"  running {label}", file=sys.stderr))
     rows = run_matrix(args.frameworks, _parse_dtypes(args.dtypes), Case(seed=args.seed), None, progress)
     html_path, json_path = write_report(rows, args.out)
+    print(render_table(rows))
+    print()
     print(f"report written: {html_path.resolve()}\n          data: {json_path.resolve()}")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from reference import Convention
+from reference import Convention, tolerance_for
 
 from .matrix import ConfigResult, UnavailableFramework
 
@@ -68,8 +68,7 @@ class Section:
     ambiguous: bool
     diagnosis: list[str]
     stats: list[ConventionStats]
-    chart: list[Polyline]
-    chart_steps: int
+    chart: Chart | None
     heatmaps: list[Heatmap]
     reproduce: str
     shapes: str
@@ -94,29 +93,44 @@ def _per_step_error(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.abs(observed.astype(np.float64) - expected).max(axis=(0, 2))
 
 
-def _chart(result: ConfigResult) -> tuple[list[Polyline], int]:
+@dataclass
+class Chart:
+    lines: list[Polyline]
+    steps: int
+    ticks: list[tuple[float, str]]  # (y, label) on the log axis
+    tolerance_y: float | None
+
+
+def _chart(result: ConfigResult) -> Chart | None:
     if result.observed is None or result.observed.outputs is None:
-        return [], 0
-    lines = []
+        return None
     curves = {c: _per_step_error(result.observed.outputs, result.expected[c].outputs) for c in Convention.all()}
+    tolerance = sum(tolerance_for(result.dtype))
     floor = 1e-17
-    log_values = np.log10(np.maximum(np.concatenate(list(curves.values())), floor))
-    low, high = float(log_values.min()), float(max(log_values.max(), log_values.min() + 1))
+    values = np.log10(np.maximum(np.concatenate([*curves.values(), [tolerance]]), floor))
+    low, high = np.floor(values.min()), np.ceil(values.max())
+    high = max(high, low + 1)
     steps = len(next(iter(curves.values())))
+    left, right, top, bottom = 48, CHART_WIDTH - 8, 8, CHART_HEIGHT - 22
+
+    def y_of(value: float) -> float:
+        return top + (bottom - top) * (1 - (np.log10(max(value, floor)) - low) / (high - low))
+
+    lines = []
     for convention, curve in curves.items():
-        points = []
-        for t, value in enumerate(curve):
-            x = 10 + (CHART_WIDTH - 20) * (t / max(steps - 1, 1))
-            y = 10 + (CHART_HEIGHT - 20) * (1 - (np.log10(max(value, floor)) - low) / (high - low))
-            points.append(f"{x:.1f},{y:.1f}")
-        lines.append(Polyline(convention.id, CONVENTION_COLOURS[convention.id], " ".join(points)))
-    return lines, steps
+        points = " ".join(
+            f"{left + (right - left) * (t / max(steps - 1, 1)):.1f},{y_of(v):.1f}" for t, v in enumerate(curve)
+        )
+        lines.append(Polyline(convention.id, CONVENTION_COLOURS[convention.id], points))
+    stride = max(1, int((high - low) // 4))
+    ticks = [(round(y_of(10.0**e), 1), f"1e{int(e)}") for e in np.arange(low, high + 1, stride)]
+    return Chart(lines, steps, ticks, round(y_of(tolerance), 1))
 
 
 def _heatmap(title: str, observed: np.ndarray, expected: np.ndarray) -> Heatmap:
     gap = np.abs(observed.astype(np.float64) - expected).max(axis=0)  # (time, unit)
     top = float(gap.max()) or 1.0
-    cell = 16
+    cell = 20
     cells = []
     for t in range(gap.shape[0]):
         for u in range(gap.shape[1]):
@@ -133,7 +147,7 @@ def _section(index: int, result: ConfigResult) -> Section:
               f"hidden {result.case.hidden_size}, layers {result.config.num_layers}, directions {result.config.directions}")
     if result.error:
         return Section(anchor, result.config.label, result.dtype.name, result.claimed.id, None, None, False, [], [],
-                       [], 0, [], result.rerun_command(), shapes, result.case.seed, result.error)
+                       None, [], result.rerun_command(), shapes, result.case.seed, result.error)
     stats = []
     for convention, diff in result.differences.items():
         parts = diff.parts
@@ -142,7 +156,7 @@ def _section(index: int, result: ConfigResult) -> Section:
             sum(p.mismatched for p in parts), sum(p.total for p in parts),
             diff.outputs.first_divergent_step if diff.outputs else None, diff.passed,
         ))
-    chart, steps = _chart(result)
+    chart = _chart(result)
     heatmaps = []
     if result.observed.outputs is not None:
         best = result.matched or result.ranked()[0][0]
@@ -153,7 +167,7 @@ def _section(index: int, result: ConfigResult) -> Section:
     return Section(
         anchor, result.config.label, result.dtype.name, result.claimed.id,
         result.matched.id if result.matched else None, identification.margin, identification.ambiguous,
-        [d.describe() for d in identification.diagnosis], stats, chart, steps, heatmaps,
+        [d.describe() for d in identification.diagnosis], stats, chart, heatmaps,
         result.rerun_command(), shapes, result.case.seed, None,
     )
 

@@ -6,6 +6,7 @@ state, and for masked configurations right-padded lengths that differ per sequen
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,7 +144,7 @@ class ConfigResult:
 
     def rerun_command(self) -> str:
         return (
-            f"gru-equiv check --frameworks {self.framework} --config {self.config.name!r} "
+            f"gru-equiv check --frameworks {self.framework} --config {shlex.quote(self.config.name)} "
             f"--dtypes {self.dtype.name} --seed {self.case.seed}"
         )
 
@@ -161,6 +162,7 @@ class ConfigResult:
             "diagnosis": [d.to_json() for d in self.identification.diagnosis] if self.identification else [],
             "tolerance": dict(zip(("rtol", "atol"), tolerance_for(self.dtype))),
             "seed": self.case.seed,
+            "returns_sequences": self.config.returns_sequences,
             "error": self.error,
         }
 

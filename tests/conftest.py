@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import adapters
+
+pytest_plugins = ["reports.pytest_plugin"]
 
 
 def pytest_report_header(config):
@@ -31,3 +38,18 @@ def adapter_or_skip(name: str) -> adapters.Adapter:
         return adapters.get(name)
     except adapters.AdapterUnavailable as unavailable:
         pytest.skip(unavailable.reason)
+
+
+def run_console_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``gru-equiv`` the way a user does (a fresh process)."""
+    executable = shutil.which("gru-equiv", path=str(Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "reports.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def check_json():
+    """One real run of ``gru-equiv check --json`` over the whole matrix."""
+    completed = run_console_script("check", "--json")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout)

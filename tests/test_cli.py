@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-
 import pytest
 
 import adapters
@@ -17,16 +13,6 @@ EXPECTED = {
     ("keras", "GRU(reset_after=True)"): "z_on_previous+reset_after",
     ("keras", "GRU(reset_after=False)"): "z_on_previous+reset_before",
 }
-
-
-@pytest.fixture(scope="module")
-def check_json():
-    """One real run of the installed console script over the whole matrix."""
-    executable = shutil.which("gru-equiv", path=str(__import__("pathlib").Path(sys.executable).parent))
-    command = [executable] if executable else [sys.executable, "-m", "reports.cli"]
-    completed = subprocess.run([*command, "check", "--json"], capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout)
 
 
 def test_check_json_states_each_frameworks_formula(check_json):

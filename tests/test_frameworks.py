@@ -32,13 +32,14 @@ def _configuration_params():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize("framework,config_name", _configuration_params())
-def test_configuration_computes_its_documented_convention(framework, config_name, dtype, request):
+def test_configuration_computes_its_documented_convention(framework, config_name, dtype, request, gru_comparisons):
     adapter = adapter_or_skip(framework)
     config = adapter.configuration(config_name)
     reason = expected_failure(framework, config_name, dtype.name)
     if reason:
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
     result = compare_configuration(adapter, config, dtype)
+    gru_comparisons.append(result)
     assert result.error is None, result.explain()
     assert result.matched == config.claimed, result.explain()
     identification = result.identification

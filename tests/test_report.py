@@ -1,0 +1,159 @@
+"""The HTML/JSON report: same numbers as ``check --json``, escaped text, deterministic, written when a
+framework is missing, produced by ``pytest --gru-report``, and rendered by a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import adapters
+from adapters import LayerConfig
+from reports.html import build_report, render_html, write_report
+from reports.matrix import compare_configuration, run_matrix
+
+from .conftest import run_console_script
+from .fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter
+
+FIXED_TIME = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    completed = run_console_script("report", "--out", str(out))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"report written: {out / 'index.html'}" in completed.stdout
+    assert "running torch:nn.GRUCell [float32]" in completed.stderr or "unavailable" in completed.stdout  # progress
+    return out, json.loads((out / "report.json").read_text()), (out / "index.html").read_text()
+
+
+def test_report_json_and_html_agree_with_check_json(full_report, check_json):
+    _, data, html = full_report
+    checked = {(r["framework"], r.get("config"), r.get("dtype")): r for r in check_json}
+    reported = {(r["framework"], r.get("config"), r.get("dtype")): r for r in data["results"]}
+    assert set(checked) - {k for k in checked if k[1] is None} == set(reported)
+    for key, row in reported.items():
+        assert row["errors"] == checked[key]["errors"], key
+        assert row["matched"] == checked[key]["matched"], key
+        for value in row["errors"].values():
+            assert f"{value:.2e}" in html, (key, value)
+    assert html.count('<tr>\n<td><a href="#config-') == len(reported)
+
+
+def test_report_page_has_every_part(full_report):
+    _, data, html = full_report
+    assert 'id="summary-matrix"' in html and html.count('<svg class="chart"') >= 1
+    assert "h_cand = tanh(x_t W_h + b_h + r * (h_prev U_h + c_h))" in html
+    for key in ("python", "numpy", "torch", "tensorflow", "keras", "cpu", "numpy BLAS"):
+        assert f"<th>{key}</th>" in html and key in data["environment"]
+    assert "gru-equiv check --frameworks torch --config" in html
+    # Self-contained: no scripts, stylesheets, images or links fetched from anywhere.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert "<script" not in html and "@import" not in html
+
+
+def test_text_containing_html_reaches_the_page_as_text(tmp_path):
+    hostile = "<script>alert('x')</script>&<b>"
+    fake = ReferenceBackedAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER)
+    config = LayerConfig(framework="fake", name=hostile, claimed=PREVIOUS_AFTER)
+    result = compare_configuration(fake, config, np.float64)
+    html = render_html(build_report([result], FIXED_TIME))
+    assert hostile not in html and "<b>" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&lt;b&gt;" in html
+
+
+def test_same_inputs_and_seed_give_the_same_report(tmp_path):
+    rows_a = run_matrix(["torch"], dtypes=[np.float32])
+    rows_b = run_matrix(["torch"], dtypes=[np.float32])
+    assert render_html(build_report(rows_a, FIXED_TIME)) == render_html(build_report(rows_b, FIXED_TIME))
+
+
+def test_report_is_written_when_a_framework_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setitem(adapters.REGISTRY, "missing", "adapters.no_such_framework_module")
+    adapters._load.cache_clear()
+    try:
+        rows = run_matrix(["missing"])
+        html_path, json_path = write_report(rows, tmp_path / "out")
+    finally:
+        adapters._load.cache_clear()
+    html = html_path.read_text()
+    assert "unavailable: " in html and "no_such_framework_module" in html
+    assert json.loads(json_path.read_text())["unavailable"][0]["framework"] == "missing"
+
+
+def test_pytest_gru_report_option_writes_the_sessions_comparisons(tmp_path):
+    out = tmp_path / "pytest-report"
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--gru-report={out}",
+         "tests/test_frameworks.py", "-k", "GRUCell and float64"],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    data = json.loads((out / "report.json").read_text())
+    configs = sorted(r["config"] for r in data["results"])
+    expected = sorted(c.name for a in adapters.available() for c in a.configurations() if "GRUCell" in c.name)
+    assert configs == expected and all(r["dtype"] == "float64" for r in data["results"])
+    assert "GRU report of" in completed.stdout
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+def page_chart_count(results) -> int:
+    """Configurations that return a sequence get a chart (one line per convention)."""
+    return sum(1 for r in results if r["returns_sequences"] and not r["error"])
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return os.environ.get("CHROMIUM") or None
+
+
+def test_report_renders_in_headless_chromium(full_report, tmp_path):
+    executable = _chromium()
+    if not executable:
+        pytest.skip("no Chromium found (install Debian's chromium package; .ci/run does)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    out, data, _ = full_report
+    problems = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run",
+        ])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: problems.append(f"request: {r.url}") if not r.url.startswith("file:") else None)
+            page.goto((out / "index.html").as_uri())
+            rows = page.locator("#summary-matrix tbody tr").count()
+            formulas = page.locator("pre.formula").count()
+            chart_lines = page.locator("svg.chart polyline").count()
+            chart_box = page.locator("svg.chart").first.bounding_box()
+            heatmap_cells = page.locator("svg.heatmap rect").count()
+            matched_cells = page.locator("#summary-matrix td.matched").count()
+            screenshot = tmp_path / "report.png"
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    results = data["results"]
+    assert rows == len(results) + len(data["unavailable"])
+    assert formulas == 4 and chart_lines == 4 * page_chart_count(results)
+    assert chart_box and chart_box["width"] > 100 and chart_box["height"] > 50, chart_box
+    assert heatmap_cells > 0 and matched_cells == sum(1 for r in results if r["matched"])
+    assert screenshot.stat().st_size > 10_000
+    assert not problems, problems
+    saved = Path(os.environ.get("GRU_REPORT_SCREENSHOT", out / "report.png"))
+    saved.write_bytes(screenshot.read_bytes())
