@@ -1,59 +1,76 @@
 """The GRU step, one function per equation, both variants of each axis side by side.
 
-Arguments are NumPy arrays of one step: ``x_proj_*`` is ``x_t W_* + b_*`` (the input
-projection, computed for all steps at once by the caller), ``h_prev`` is ``(batch, hidden)``.
+Arguments are NumPy arrays of one step, ``(batch, hidden)``. The projections are computed by
+the caller, in as few matmuls as possible: ``x_proj_*`` is ``x_t W_* + b_*`` (for all steps at
+once) and ``h_proj_*`` is ``h_prev U_*`` (for all gates at once).
 
-    z      = sigmoid(x_proj_z + h_prev U_z + c_z)                     update_gate
-    r      = sigmoid(x_proj_r + h_prev U_r + c_r)                     reset_gate
+    z      = sigmoid(x_proj_z + h_proj_z + c_z)                       update_gate
+    r      = sigmoid(x_proj_r + h_proj_r + c_r)                       reset_gate
     h_cand = tanh(x_proj_h + (r * h_prev) U_h + c_h)                  candidate_reset_before
-    h_cand = tanh(x_proj_h + r * (h_prev U_h + c_h))                  candidate_reset_after
+    h_cand = tanh(x_proj_h + r * (h_proj_h + c_h))                    candidate_reset_after
     h_t    = z * h_prev + (1 - z) * h_cand                            blend_z_on_previous
     h_t    = (1 - z) * h_prev + z * h_cand                            blend_z_on_candidate
+
+Every function writes into ``out`` when given (no allocation per step) and returns it; ``out``
+must not alias an input, except where noted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .conventions import Convention
+
+def sigmoid(a, out=None):
+    # tanh form: no overflow warning for large |a|, and sigmoid(-a) = 1 - sigmoid(a) to rounding.
+    out = np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
 
 
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warning for large |a|, and exact symmetry sigmoid(-a) = 1 - sigmoid(a).
-    return 0.5 * (np.tanh(0.5 * a) + 1.0)
+def update_gate(x_proj_z, h_proj_z, c_z, activation=sigmoid, out=None):
+    out = np.add(x_proj_z, h_proj_z, out=out)
+    out += c_z
+    return activation(out, out=out)
 
 
-def update_gate(x_proj_z, h_prev, U_z, c_z, activation=sigmoid):
-    return activation(x_proj_z + h_prev @ U_z + c_z)
+def reset_gate(x_proj_r, h_proj_r, c_r, activation=sigmoid, out=None):
+    out = np.add(x_proj_r, h_proj_r, out=out)
+    out += c_r
+    return activation(out, out=out)
 
 
-def reset_gate(x_proj_r, h_prev, U_r, c_r, activation=sigmoid):
-    return activation(x_proj_r + h_prev @ U_r + c_r)
+def candidate_reset_before(x_proj_h, r, h_prev, U_h, c_h, out=None, scratch=None):
+    scratch = np.multiply(r, h_prev, out=scratch)
+    out = np.matmul(scratch, U_h, out=out)
+    out += c_h
+    out += x_proj_h
+    return np.tanh(out, out=out)
 
 
-def candidate_reset_before(x_proj_h, r, h_prev, U_h, c_h):
-    return np.tanh(x_proj_h + (r * h_prev) @ U_h + c_h)
+def candidate_reset_after(x_proj_h, r, h_proj_h, c_h, out=None):
+    """``out`` may be ``h_proj_h`` itself."""
+    out = np.add(h_proj_h, c_h, out=out)
+    out *= r
+    out += x_proj_h
+    return np.tanh(out, out=out)
 
 
-def candidate_reset_after(x_proj_h, r, h_prev, U_h, c_h):
-    return np.tanh(x_proj_h + r * (h_prev @ U_h + c_h))
+def blend_z_on_previous(z, h_prev, h_cand, out=None):
+    # z * h_prev + (1 - z) * h_cand, as h_cand + z * (h_prev - h_cand): one temporary fewer.
+    out = np.subtract(h_prev, h_cand, out=out)
+    out *= z
+    out += h_cand
+    return out
 
 
-def blend_z_on_previous(z, h_prev, h_cand):
-    return z * h_prev + (1.0 - z) * h_cand
+def blend_z_on_candidate(z, h_prev, h_cand, out=None):
+    # (1 - z) * h_prev + z * h_cand, as h_prev + z * (h_cand - h_prev).
+    out = np.subtract(h_cand, h_prev, out=out)
+    out *= z
+    out += h_prev
+    return out
 
 
-def blend_z_on_candidate(z, h_prev, h_cand):
-    return (1.0 - z) * h_prev + z * h_cand
-
-
-CANDIDATE = {"before": candidate_reset_before, "after": candidate_reset_after}
 BLEND = {"z_on_previous": blend_z_on_previous, "z_on_candidate": blend_z_on_candidate}
-
-
-def step(convention: Convention, x_proj_z, x_proj_r, x_proj_h, h_prev, params, activation=sigmoid):
-    """One GRU step under ``convention``: the four equations in order."""
-    z = update_gate(x_proj_z, h_prev, params.U_z, params.c_z, activation)
-    r = reset_gate(x_proj_r, h_prev, params.U_r, params.c_r, activation)
-    h_cand = CANDIDATE[convention.reset](x_proj_h, r, h_prev, params.U_h, params.c_h)
-    return BLEND[convention.update](z, h_prev, h_cand)

@@ -19,10 +19,12 @@ and then reads each sequence backwards from its own last valid step.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from .conventions import Convention, as_convention
-from .equations import sigmoid, step
+from .equations import BLEND, candidate_reset_after, candidate_reset_before, reset_gate, sigmoid, update_gate
 from .params import MERGE_MODES, GRUParams, Layers, check_float_array, check_layers
 
 MASKED_OUTPUTS = ("carry", "previous_output", "zero")
@@ -51,6 +53,55 @@ def _check_inputs(x, input_size: int, hidden_size: int, h0, mask, h0_shape_name:
     return x, h0, mask
 
 
+class _Recurrence:
+    """The sequential part of one direction: recurrent weights packed for one matmul a step, and
+    every per-step buffer allocated once."""
+
+    def __init__(self, p: GRUParams, convention: Convention, batch: int, dtype, activation):
+        hidden = p.hidden_size
+        self.hidden, self.convention, self.activation = hidden, convention, activation
+        self.after = convention.reset == "after"
+        # Reset-after projects h_prev for all three gates at once; reset-before needs r first for h.
+        self.U = np.concatenate([p.U_z, p.U_r, p.U_h] if self.after else [p.U_z, p.U_r], axis=1)
+        self.U_h, self.c_z, self.c_r, self.c_h = p.U_h, p.c_z, p.c_r, p.c_h
+        self.h_proj = np.empty((batch, self.U.shape[1]), dtype)
+        self.z = np.empty((batch, hidden), dtype)
+        self.r = np.empty((batch, hidden), dtype)
+        self.h_cand = np.empty((batch, hidden), dtype)
+        self.scratch = np.empty((batch, hidden), dtype)
+        self.blend = BLEND[convention.update]
+
+    def step(self, x_proj, h_prev, out):
+        H = self.hidden
+        np.matmul(h_prev, self.U, out=self.h_proj)
+        z = update_gate(x_proj[:, :H], self.h_proj[:, :H], self.c_z, self.activation, out=self.z)
+        r = reset_gate(x_proj[:, H : 2 * H], self.h_proj[:, H : 2 * H], self.c_r, self.activation, out=self.r)
+        if self.after:
+            h_cand = candidate_reset_after(x_proj[:, 2 * H :], r, self.h_proj[:, 2 * H :], self.c_h, out=self.h_cand)
+        else:
+            h_cand = candidate_reset_before(x_proj[:, 2 * H :], r, h_prev, self.U_h, self.c_h,
+                                            out=self.h_cand, scratch=self.scratch)
+        return self.blend(z, h_prev, h_cand, out=out)
+
+
+def _with_out(activation):
+    """Let a plain ``f(a) -> array`` serve where the equations pass ``out=``."""
+    try:
+        if "out" in inspect.signature(activation).parameters:
+            return activation
+    except (TypeError, ValueError):  # NumPy ufuncs accept out= but have no signature
+        return activation
+
+    def wrapped(a, out=None):
+        result = activation(a)
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+
+    return wrapped
+
+
 def gru(
     x,
     params: GRUParams,
@@ -68,32 +119,35 @@ def gru(
     in ``dtype`` (float64 by default: this is the oracle). Masked steps carry the state and
     output it (see the module docstring). ``gate_activation`` replaces the sigmoid of the
     update and reset gates (for modelling frameworks that use another one).
+
+    Cost: one matmul for every input projection, then one (reset-after) or two (reset-before)
+    matmuls a step into preallocated buffers; time is linear in sequence length.
     """
     convention = as_convention(convention)
     if not isinstance(params, GRUParams):
         raise TypeError(f"params is {type(params).__name__}; expected reference.GRUParams")
     x, h0, mask = _check_inputs(x, params.input_size, params.hidden_size, h0, mask, "(batch, hidden_size)")
-    batch, time, _ = x.shape
+    batch, time, input_size = x.shape
     hidden = params.hidden_size
-    p = params.astype(dtype)
+    p = params if params.dtype == np.dtype(dtype) else params.astype(dtype)
 
-    # All input projections in one matmul; the recurrence is the only sequential part.
+    # All input projections in one matmul, time-major so each step reads a contiguous block.
     W = np.concatenate([p.W_z, p.W_r, p.W_h], axis=1)
     b = np.concatenate([p.b_z, p.b_r, p.b_h])
-    x_proj = x.astype(dtype) @ W + b
+    x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype).reshape(time * batch, input_size)
+    x_proj = (x_time_major @ W).reshape(time, batch, 3 * hidden)
+    x_proj += b
 
-    h = np.zeros((batch, hidden), dtype) if h0 is None else h0.astype(dtype)
-    outputs = np.empty((batch, time, hidden), dtype)
+    recurrence = _Recurrence(p, convention, batch, dtype, _with_out(gate_activation))
+    outputs = np.empty((time, batch, hidden), dtype)
+    h = np.zeros((batch, hidden), dtype) if h0 is None else np.array(h0, dtype=dtype)
+    padding = None if mask is None else ~mask.T[:, :, None]
     for t in (range(time - 1, -1, -1) if reverse else range(time)):
-        proj = x_proj[:, t]
-        h_new = step(
-            convention, proj[:, :hidden], proj[:, hidden : 2 * hidden], proj[:, 2 * hidden :], h, p, gate_activation
-        )
-        if mask is not None:
-            h_new = np.where(mask[:, t, None], h_new, h)
-        outputs[:, t] = h_new
+        h_new = recurrence.step(x_proj[t], h, out=outputs[t])
+        if padding is not None:
+            np.copyto(h_new, h, where=padding[t])
         h = h_new
-    return outputs, h
+    return outputs.transpose(1, 0, 2), h.copy()
 
 
 def masked_outputs(outputs: np.ndarray, mask: np.ndarray, masked_output: str, reverse: bool = False) -> np.ndarray:

@@ -18,12 +18,12 @@ from .equations import sigmoid
 from .params import GRUParams
 
 
-def hard_sigmoid_keras2(a):
-    return np.clip(0.2 * a + 0.5, 0.0, 1.0)
+def hard_sigmoid_keras2(a, out=None):
+    return np.clip(0.2 * a + 0.5, 0.0, 1.0, out=out)
 
 
-def hard_sigmoid_keras3(a):
-    return np.clip(a / 6.0 + 0.5, 0.0, 1.0)
+def hard_sigmoid_keras3(a, out=None):
+    return np.clip(a / 6.0 + 0.5, 0.0, 1.0, out=out)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 
 import adapters
 
-pytest_plugins = ["reports.pytest_plugin"]
+pytest_plugins = ["reports.pytest_plugin", "pytester"]
 
 
 def pytest_report_header(config):

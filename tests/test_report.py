@@ -3,12 +3,12 @@ framework is missing, produced by ``pytest --gru-report``, and rendered by a rea
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,10 @@ import pytest
 
 import adapters
 from adapters import LayerConfig
+from reports.cli import main
 from reports.html import build_report, render_html, write_report
 from reports.matrix import compare_configuration, run_matrix
 
-from .conftest import run_console_script
 from .fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter
 
 FIXED_TIME = "2026-01-01T00:00:00+00:00"
@@ -27,11 +27,14 @@ FIXED_TIME = "2026-01-01T00:00:00+00:00"
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
+    """``gru-equiv report`` with defaults, in-process (``check_json`` already covers the console script)."""
     out = tmp_path_factory.mktemp("report")
-    completed = run_console_script("report", "--out", str(out))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert f"report written: {out / 'index.html'}" in completed.stdout
-    assert "running torch:nn.GRUCell [float32]" in completed.stderr or "unavailable" in completed.stdout  # progress
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(["report", "--out", str(out)]) == 0
+    assert f"report written: {(out / 'index.html').resolve()}" in stdout.getvalue()
+    assert "framework configuration" in stdout.getvalue()  # the table is printed too
+    assert "running " in stderr.getvalue()  # progress while it runs
     return out, json.loads((out / "report.json").read_text()), (out / "index.html").read_text()
 
 
@@ -89,19 +92,29 @@ def test_report_is_written_when_a_framework_is_missing(monkeypatch, tmp_path):
     assert json.loads(json_path.read_text())["unavailable"][0]["framework"] == "missing"
 
 
-def test_pytest_gru_report_option_writes_the_sessions_comparisons(tmp_path):
-    out = tmp_path / "pytest-report"
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--gru-report={out}",
-         "tests/test_frameworks.py", "-k", "GRUCell and float64"],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:]
+def test_pytest_gru_report_option_writes_the_sessions_comparisons(pytester):
+    pytester.makepyfile(test_port="""
+        import numpy as np
+        import adapters
+        from reports.matrix import compare_configuration
+
+        def test_cells(gru_comparisons):
+            for adapter in adapters.available():
+                for config in adapter.configurations():
+                    if "GRUCell" in config.name:
+                        result = compare_configuration(adapter, config, np.float64)
+                        gru_comparisons.append(result)
+                        assert result.matched == config.claimed
+    """)
+    out = pytester.path / "session-report"
+    outcome = pytester.runpytest_inprocess("-p", "reports.pytest_plugin", f"--gru-report={out}")
+    outcome.assert_outcomes(passed=1)
     data = json.loads((out / "report.json").read_text())
     configs = sorted(r["config"] for r in data["results"])
     expected = sorted(c.name for a in adapters.available() for c in a.configurations() if "GRUCell" in c.name)
     assert configs == expected and all(r["dtype"] == "float64" for r in data["results"])
-    assert "GRU report of" in completed.stdout
+    assert (out / "index.html").exists()
+    outcome.stdout.fnmatch_lines(["*GRU report of * comparison(s) written*"])
 
 
 # ---------------------------------------------------------------- a real browser
