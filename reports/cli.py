@@ -2,6 +2,8 @@
 
     gru-equiv check [--json] [--frameworks torch keras] [--config NAME] [--dtypes float32 float64] [--seed N]
     gru-equiv identify --framework NAME [--config NAME ...] [--dtypes ...] [--json]
+    gru-equiv report [--out DIR] [--frameworks ...] [--dtypes ...] [--seed N]
+    gru-equiv baseline (--update | --check) [--path FILE]
     gru-equiv list
 """
 
@@ -133,6 +135,24 @@ def _command_report(args) -> int:
     return 0
 
 
+def _command_baseline(args) -> int:
+    from . import baseline
+
+    progress = None if args.quiet else (lambda label: print(f"  running {label}", file=sys.stderr))
+    rows = [row.to_json() for row in run_matrix(None, DTYPES, Case(seed=0), None, progress)]
+    if args.update:
+        path = baseline.save(baseline.record(rows), args.path)
+        print(f"baseline written: {path}")
+        return 0
+    try:
+        recorded = baseline.load(args.path)
+    except FileNotFoundError as error:
+        raise SystemExit(f"gru-equiv: {error}") from None
+    result = baseline.check(recorded, rows)
+    print(result.describe())
+    return 0 if result.passed else 1
+
+
 def _command_list(args) -> int:
     for name, adapter in adapters.status().items():
         if isinstance(adapter, adapters.AdapterUnavailable):
@@ -171,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--quiet", action="store_true")
     report.set_defaults(run=_command_report)
+    base = commands.add_parser("baseline", help="record or check the committed baseline (reports/baseline.json)")
+    action = base.add_mutually_exclusive_group(required=True)
+    action.add_argument("--update", action="store_true", help="record the current run as the baseline")
+    action.add_argument("--check", action="store_true", help="compare the current run with the baseline; exit 1 on a change")
+    base.add_argument("--path", default=None, help="baseline file (default: reports/baseline.json)")
+    base.add_argument("--quiet", action="store_true")
+    base.set_defaults(run=_command_baseline)
     listing = commands.add_parser("list", help="list adapters and their configurations")
     listing.set_defaults(run=_command_list)
     return parser

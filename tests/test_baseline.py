@@ -1,0 +1,87 @@
+"""The committed baseline catches a framework that changes its formula or drifts, and nothing else."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from reports import baseline
+from reports.cli import main
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return baseline.load()
+
+
+def test_current_run_matches_the_committed_baseline(committed, check_json):
+    result = baseline.check(committed, check_json)
+    assert result.passed, result.describe()
+
+
+def _first(rows, framework, config, dtype):
+    return next(r for r in rows if r["framework"] == framework and r.get("config") == config and r.get("dtype") == dtype)
+
+
+def test_a_planted_convention_change_fails_naming_framework_config_and_both_formulas(committed, check_json):
+    planted = copy.deepcopy(committed)
+    entry = next(e for e in planted["entries"] if e["config"] == "nn.GRU(batch_first=True)" and e["dtype"] == "float32")
+    entry["matched"] = "z_on_candidate+reset_before"
+    result = baseline.check(planted, check_json)
+    assert not result.passed
+    (failure,) = result.failures
+    assert failure.startswith("torch nn.GRU(batch_first=True) [float32]: the formula changed from "
+                              "z_on_candidate+reset_before (h_cand = tanh(x_t W_h + b_h + (r * h_prev) U_h + c_h)")
+    assert "to z_on_previous+reset_after (h_cand = tanh(x_t W_h + b_h + r * (h_prev U_h + c_h))" in failure
+
+
+def test_planted_error_growth_fails_and_rounding_noise_does_not(committed, check_json):
+    rows = copy.deepcopy(check_json)
+    row = _first(rows, "keras", "GRU(reset_after=False)", "float64")
+    row["errors"][row["matched"]] = 1e-9  # a precision loss: float64 computed in float32, say
+    result = baseline.check(committed, rows)
+    assert len(result.failures) == 1 and "grew from" in result.failures[0] and "beyond 10 x the baseline" in result.failures[0]
+    row["errors"][row["matched"]] = 3e-15  # a BLAS that sums in another order
+    assert baseline.check(committed, rows).passed
+
+
+def test_a_new_framework_version_with_the_same_formula_passes_with_a_note(committed, check_json):
+    rows = copy.deepcopy(check_json)
+    for row in rows:
+        if row["framework"] == "torch":
+            row["versions"] = {"torch": "9.9.9"}
+    result = baseline.check(committed, rows)
+    assert result.passed, result.describe()
+    assert any("torch" in n and "-> 9.9.9; same convention, errors within bounds" in n for n in result.notes)
+
+
+def test_unavailable_and_new_configurations_are_notes_not_failures(committed, check_json):
+    rows = [r for r in check_json if r["framework"] != "keras"] + [{"framework": "keras", "unavailable": "not installed"}]
+    rows.append({**rows[0], "config": "nn.GRU(proj)", "dtype": "float32"})
+    result = baseline.check(committed, rows)
+    assert result.passed, result.describe()
+    assert any("keras is unavailable" in n for n in result.notes)
+    assert any("nn.GRU(proj) [float32] is not in the baseline" in n for n in result.notes)
+
+
+def test_baseline_cli_update_then_check_and_a_tampered_file_fails(tmp_path, capsys, monkeypatch):
+    import reports.cli
+
+    real_run_matrix = reports.cli.run_matrix
+    # The CLI wiring, on two configurations: the whole matrix is covered by the tests above.
+    monkeypatch.setattr(reports.cli, "run_matrix", lambda frameworks, dtypes, case, configs, progress: real_run_matrix(
+        ["torch"], dtypes, case, ["nn.GRUCell", "nn.GRU(bias=False)"], progress))
+    path = tmp_path / "baseline.json"
+    assert main(["baseline", "--update", "--path", str(path), "--quiet"]) == 0
+    recorded = json.loads(path.read_text())
+    assert recorded["machine"]["cpu_count"] and recorded["tool_version"] and recorded["entries"]
+    assert main(["baseline", "--check", "--path", str(path), "--quiet"]) == 0
+    recorded["entries"][0]["matched"] = "z_on_candidate+reset_after"
+    path.write_text(json.dumps(recorded))
+    capsys.readouterr()
+    assert main(["baseline", "--check", "--path", str(path), "--quiet"]) == 1
+    assert "FAIL:" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no baseline at"):
+        main(["baseline", "--check", "--path", str(tmp_path / "missing.json")])
