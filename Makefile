@@ -7,12 +7,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test check-json clean
+CONSTRAINTS ?= constraints.txt
+BENCH := $(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -o python_functions='bench_*'
 
-$(STAMP): pyproject.toml constraints.txt
+.PHONY: report test bench bench-smoke check-json clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -23,6 +26,14 @@ check-json: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Timed benchmarks, saved under .benchmarks/ and compared with the previous saved run.
+bench: $(STAMP)
+	$(BENCH) --benchmark-autosave --benchmark-compare --benchmark-group-by=group --benchmark-columns=min,mean,stddev,rounds
+
+# One round each, no timing: CI checks that the benchmarks run, never how fast.
+bench-smoke: $(STAMP)
+	$(BENCH) --benchmark-disable -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache

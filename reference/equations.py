@@ -21,12 +21,16 @@ import numpy as np
 
 
 def sigmoid(a, out=None):
-    # tanh form: no overflow warning for large |a|, and sigmoid(-a) = 1 - sigmoid(a) to rounding.
-    out = np.multiply(a, 0.5, out=out)
-    np.tanh(out, out=out)
+    """``1 / (1 + exp(-a))``.
+
+    Through ``exp``, which NumPy evaluates about twice as fast as ``tanh``; ``exp`` overflows to
+    ``inf`` for ``a < -88`` (float32) or ``-709`` (float64), which gives the exact limit 0.
+    """
+    out = np.negative(a, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
     out += 1.0
-    out *= 0.5
-    return out
+    return np.reciprocal(out, out=out)
 
 
 def update_gate(x_proj_z, h_proj_z, c_z, activation=sigmoid, out=None):

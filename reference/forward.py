@@ -62,8 +62,10 @@ class _Recurrence:
         self.hidden, self.convention, self.activation = hidden, convention, activation
         self.after = convention.reset == "after"
         # Reset-after projects h_prev for all three gates at once; reset-before needs r first for h.
-        self.U = np.concatenate([p.U_z, p.U_r, p.U_h] if self.after else [p.U_z, p.U_r], axis=1)
-        self.U_h, self.c_z, self.c_r, self.c_h = p.U_h, p.c_z, p.c_r, p.c_h
+        # Column-major: OpenBLAS multiplies (batch, H) by it markedly faster than by a row-major copy.
+        self.U = np.asfortranarray(np.concatenate([p.U_z, p.U_r, p.U_h] if self.after else [p.U_z, p.U_r], axis=1))
+        self.U_h = np.asfortranarray(p.U_h)
+        self.c_z, self.c_r, self.c_h = p.c_z, p.c_r, p.c_h
         self.h_proj = np.empty((batch, self.U.shape[1]), dtype)
         self.z = np.empty((batch, hidden), dtype)
         self.r = np.empty((batch, hidden), dtype)
@@ -132,7 +134,7 @@ def gru(
     p = params if params.dtype == np.dtype(dtype) else params.astype(dtype)
 
     # All input projections in one matmul, time-major so each step reads a contiguous block.
-    W = np.concatenate([p.W_z, p.W_r, p.W_h], axis=1)
+    W = np.asfortranarray(np.concatenate([p.W_z, p.W_r, p.W_h], axis=1))
     b = np.concatenate([p.b_z, p.b_r, p.b_h])
     x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype).reshape(time * batch, input_size)
     x_proj = (x_time_major @ W).reshape(time, batch, 3 * hidden)

@@ -1,0 +1,63 @@
+"""Forward passes on the same shapes and inputs: the NumPy reference, torch nn.GRU, Keras GRU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reference import Convention, gru
+
+from ..conftest import adapter_or_skip
+from .conftest import SHAPES
+
+CONVENTION = Convention("z_on_previous", "after")
+CASES = [pytest.param(shape, dtype, id=f"{shape}-{np.dtype(dtype).name}")
+         for shape in SHAPES for dtype in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("shape,dtype", CASES)
+def bench_reference_forward(benchmark, workload, shape, dtype):
+    params, x, h0 = workload(shape, dtype)
+    benchmark.group = f"forward {shape} {np.dtype(dtype).name}"
+    outputs, h_last = benchmark(gru, x, params, CONVENTION, h0=h0, dtype=dtype)
+    assert outputs.shape == (*x.shape[:2], params.hidden_size) and np.isfinite(h_last).all()
+
+
+@pytest.mark.parametrize("shape,dtype", CASES)
+def bench_torch_gru(benchmark, workload, shape, dtype):
+    adapter = adapter_or_skip("torch")
+    params, x, h0 = workload(shape, dtype)
+    config = adapter.configuration("nn.GRU(batch_first=True)")
+    layer = adapter.build(config, [[params]], dtype)
+    benchmark.group = f"forward {shape} {np.dtype(dtype).name}"
+    result = benchmark(adapter.run, layer, x, h0[None])
+    expected = gru(x, params, CONVENTION, h0=h0, dtype=dtype)[1]
+    np.testing.assert_allclose(result.h_last[0], expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape,dtype", CASES)
+def bench_keras_gru(benchmark, workload, shape, dtype):
+    """Keras as ``model.predict`` runs it: the layer call traced once by ``tf.function`` (eager
+    Keras steps through the time loop in Python, ~6 ms a step)."""
+    adapter = adapter_or_skip("keras")
+    import tensorflow as tf
+
+    params, x, h0 = workload(shape, dtype)
+    layer = adapter.build(adapter.configuration("GRU(reset_after=True)"), [[params]], dtype)
+    compiled = tf.function(lambda inputs, state: layer(inputs, initial_state=[state]), reduce_retracing=True)
+    inputs, state = tf.constant(x), tf.constant(h0)
+    compiled(inputs, state)  # trace outside the timing
+    benchmark.group = f"forward {shape} {np.dtype(dtype).name}"
+    _, h_last = benchmark(compiled, inputs, state)
+    expected = gru(x, params, CONVENTION, h0=h0, dtype=dtype)[1]
+    np.testing.assert_allclose(np.asarray(h_last), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("steps", [2_500, 5_000, 10_000])
+def bench_reference_steps(benchmark, workload, steps):
+    """Time per step must not grow with the sequence (the summary prints us/step)."""
+    params, x, h0 = workload("batch1-10000steps-128", np.float32)
+    benchmark.group = "reference linearity batch1-128 float32"
+    benchmark.name = f"bench_reference_steps_{steps}"
+    outputs, _ = benchmark(gru, x[:, :steps], params, CONVENTION, h0=h0, dtype=np.float32)
+    assert outputs.shape[1] == steps
