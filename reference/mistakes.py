@@ -122,7 +122,7 @@ def _swap_biases(params: GRUParams) -> GRUParams:
                           **{f"c_{g}": params.__getattribute__(f"b_{g}") for g in "zrh"})
 
 
-def _drop_candidate_recurrent_bias(params: GRUParams) -> GRUParams:
+def _drop_candidate_recurrent_bias(params: GRUParams) -> GRUParams:  # c_z and c_r stay
     return params.replace(c_h=np.zeros_like(params.c_h))
 
 

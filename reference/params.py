@@ -105,6 +105,11 @@ class GRUParams:
     def replace(self, **changes) -> "GRUParams":
         return replace(self, **changes)
 
+    def without_biases(self, recurrent_only: bool = False) -> "GRUParams":
+        """The same weights with zero biases (or only zero recurrent biases ``c_*``)."""
+        names = RECURRENT_BIASES if recurrent_only else INPUT_BIASES + RECURRENT_BIASES
+        return self.replace(**{name: np.zeros_like(getattr(self, name)) for name in names})
+
     def identical(self, other: "GRUParams") -> bool:
         """Bit-for-bit equality of every array, dtype included."""
         return all(

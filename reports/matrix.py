@@ -13,7 +13,7 @@ import numpy as np
 
 import adapters
 from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
-from reference import Convention, ForwardDifference, GRUParams, compare_forward, gru_stack, tolerance_for
+from reference import Convention, ForwardDifference, compare_forward, gru_stack, tolerance_for
 from reference.identify import Identification, Observation, Structure, design_probe, identify_observations
 from reference.params import layer_input_size
 from reference.compare import SEPARATION_FACTOR
@@ -37,14 +37,16 @@ DEFAULT_CASE = Case()
 
 
 @dataclass(frozen=True)
-class Probe:
+class StackProbe:
+    """Inputs for one configuration: parameters for every (layer, direction), x, h0 and mask."""
+
     layers: list
     x: np.ndarray
     h0: np.ndarray
     mask: np.ndarray | None
 
 
-def make_probe(case: Case, config: LayerConfig, dtype) -> Probe:
+def make_probe(case: Case, config: LayerConfig, dtype) -> StackProbe:
     """Parameters from ``reference.identify.design_probe`` for every (layer, direction) slot."""
     dtype = np.dtype(dtype)
     layers = []
@@ -54,12 +56,9 @@ def make_probe(case: Case, config: LayerConfig, dtype) -> Probe:
             design_probe(width, case.hidden_size, seed=case.seed * 100 + index * 2 + direction, dtype=dtype).params
             for direction in range(config.directions)
         ])
-    if not config.bias:
-        layers = [[GRUParams.zeros(p.input_size, p.hidden_size, dtype).replace(
-            **{name: getattr(p, name) for name in ("W_z", "W_r", "W_h", "U_z", "U_r", "U_h")}) for p in layer]
-            for layer in layers]
-    if not config.separate_recurrent_bias:
-        layers = [[_without_recurrent_bias(p) for p in layer] for layer in layers]
+    if not config.bias or not config.separate_recurrent_bias:
+        # Only what the layout can hold: no biases, or (single-bias layouts) no recurrent biases.
+        layers = [[p.without_biases(recurrent_only=config.bias) for p in layer] for layer in layers]
     rng = np.random.default_rng([case.seed, 1])
     x = rng.normal(size=(case.batch, case.time, case.input_size)).astype(dtype)
     # A non-zero initial state: with h0 = 0 the first step cannot tell the blends apart.
@@ -69,15 +68,10 @@ def make_probe(case: Case, config: LayerConfig, dtype) -> Probe:
         # Full length, about half, and a single step: padding at the end, after one step and nowhere.
         lengths = np.maximum(1, np.array([case.time, (case.time + 1) // 2, 1] * case.batch)[: case.batch])
         mask = np.arange(case.time)[None, :] < lengths[:, None]
-    return Probe(layers, x, h0, mask)
+    return StackProbe(layers, x, h0, mask)
 
 
-def _without_recurrent_bias(params):
-    zero = np.zeros_like(params.c_z)
-    return params.replace(c_z=zero, c_r=zero, c_h=zero)
-
-
-def reference_forward(config: LayerConfig, probe: Probe, convention: Convention) -> ForwardResult:
+def reference_forward(config: LayerConfig, probe: StackProbe, convention: Convention) -> ForwardResult:
     """What ``config`` computes on ``probe`` if its framework follows ``convention`` (float64)."""
     outputs, h_last = gru_stack(
         probe.x, probe.layers, convention, h0=probe.h0, mask=probe.mask,
