@@ -112,8 +112,11 @@ class Identification:
             lines.append(f"ambiguous: {', '.join(c.id for c in self.candidates)} all fit; the probe cannot tell them apart")
         else:
             lines.append("matched: none of the four conventions")
-        lines.append(f"margin: the runner-up misses by {self.margin:.3g} x tolerance ({self.tolerance:g}); "
-                     f"{SEPARATION_FACTOR:g} x is needed to decide")
+        if self.candidates:
+            lines.append(f"margin: the runner-up misses by {self.margin:.3g} x tolerance ({self.tolerance:g}); "
+                         f"{SEPARATION_FACTOR:g} x is needed to decide")
+        else:
+            lines.append(f"the nearest convention misses by {self.margin:.3g} x tolerance ({self.tolerance:g})")
         lines += [f"  {c.id}: max abs error {e:.3g}" for c, e in sorted(self.errors.items(), key=lambda i: i[1])]
         if self.diagnosis:
             lines.append("diagnosis (most likely first):")

@@ -98,7 +98,7 @@ def _permutation_mistakes() -> list[Mistake]:
                 key = "".join(order)
             mistakes.append(Mistake(
                 name=f"{block}: {key}",
-                description=f"{block}: {what}",
+                description=what,
                 fix=(f"reorder the gate blocks of {BLOCK_TENSORS[block]}; gate order is "
                      + "; ".join(f"{k}: {v}" for k, v in ORDER_ROWS.items())
                      + f". The port's {', '.join(f'{g} gate holds the {mapping[g]} block' for g in moved)}."),
