@@ -76,7 +76,7 @@ ORDER_ROWS = {"PyTorch": "r, z, n", "Keras": "z, r, h", "ONNX": "z, r, h"}
 
 def _permute(fields: tuple[str, ...], mapping: dict[str, str]) -> Callable[[GRUParams], GRUParams]:
     def change(params: GRUParams) -> GRUParams:
-        return params.replace(**{f"{f}_{g}": getattr(params, f"{f}_{mapping[g]}") for f in fields for g in "zrh"})
+        return params.derive(**{f"{f}_{g}": getattr(params, f"{f}_{mapping[g]}") for f in fields for g in "zrh"})
 
     return change
 
@@ -112,22 +112,22 @@ def _permutation_mistakes() -> list[Mistake]:
 
 def _transpose(prefix: str):
     def change(params: GRUParams) -> GRUParams:
-        return params.replace(**{f"{prefix}_{g}": getattr(params, f"{prefix}_{g}").T for g in "zrh"})
+        return params.derive(**{f"{prefix}_{g}": getattr(params, f"{prefix}_{g}").T for g in "zrh"})
 
     return change
 
 
 def _swap_biases(params: GRUParams) -> GRUParams:
-    return params.replace(**{f"b_{g}": params.__getattribute__(f"c_{g}") for g in "zrh"},
-                          **{f"c_{g}": params.__getattribute__(f"b_{g}") for g in "zrh"})
+    return params.derive(**{f"b_{g}": getattr(params, f"c_{g}") for g in "zrh"},
+                         **{f"c_{g}": getattr(params, f"b_{g}") for g in "zrh"})
 
 
 def _drop_candidate_recurrent_bias(params: GRUParams) -> GRUParams:  # c_z and c_r stay
-    return params.replace(c_h=np.zeros_like(params.c_h))
+    return params.derive(c_h=np.zeros_like(params.c_h))
 
 
 def _fold_candidate_recurrent_bias(params: GRUParams) -> GRUParams:
-    return params.replace(b_h=params.b_h + params.c_h, c_h=np.zeros_like(params.c_h))
+    return params.derive(b_h=params.b_h + params.c_h, c_h=np.zeros_like(params.c_h))
 
 
 def _square(prefix: str):

@@ -105,6 +105,24 @@ class GRUParams:
     def replace(self, **changes) -> "GRUParams":
         return replace(self, **changes)
 
+    def derive(self, **changes) -> "GRUParams":
+        """Like ``replace``, for arrays computed from this instance's own (already validated) arrays:
+        it checks shapes and dtype but not finiteness again. ``reference.mistakes`` builds thousands
+        of these while searching, where re-validating dominated the time."""
+        derived = object.__new__(GRUParams)
+        for name in FIELDS:
+            current = getattr(self, name)
+            value = changes.pop(name, current)
+            if not isinstance(value, np.ndarray) or value.shape != current.shape or value.dtype != current.dtype:
+                raise ValueError(f"derive: {name} must stay a {current.dtype} array of shape {current.shape}")
+            if value is not current:
+                value = value.view()
+                value.setflags(write=False)
+            object.__setattr__(derived, name, value)
+        if changes:
+            raise TypeError(f"derive: unknown field(s) {sorted(changes)}; valid: {', '.join(FIELDS)}")
+        return derived
+
     def without_biases(self, recurrent_only: bool = False) -> "GRUParams":
         """The same weights with zero biases (or only zero recurrent biases ``c_*``)."""
         names = RECURRENT_BIASES if recurrent_only else INPUT_BIASES + RECURRENT_BIASES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import platform
 import shutil
@@ -49,7 +51,11 @@ def run_console_script(*args: str, timeout: int = 600) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="session")
 def check_json():
-    """One real run of ``gru-equiv check --json`` over the whole matrix."""
-    completed = run_console_script("check", "--json")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout)
+    """One run of ``gru-equiv check --json`` over the whole matrix (in-process: the same code as the
+    console script, whose installation ``test_cli`` checks separately, without a second framework import)."""
+    from reports.cli import main
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["check", "--json"]) == 0
+    return json.loads(stdout.getvalue())

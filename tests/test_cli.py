@@ -8,11 +8,20 @@ import pytest
 import adapters
 from reports.cli import main
 
+from .conftest import run_console_script
+
 EXPECTED = {
     ("torch", "nn.GRU(batch_first=True)"): "z_on_previous+reset_after",
     ("keras", "GRU(reset_after=True)"): "z_on_previous+reset_after",
     ("keras", "GRU(reset_after=False)"): "z_on_previous+reset_before",
 }
+
+
+def test_console_script_is_installed_and_lists_its_commands():
+    completed = run_console_script("--help", timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    for command in ("check", "identify", "report", "baseline", "list"):
+        assert command in completed.stdout
 
 
 def test_check_json_states_each_frameworks_formula(check_json):

@@ -8,6 +8,8 @@ that models its mistake wrongly cannot pass by sharing the bug.
 
 from __future__ import annotations
 
+from itertools import permutations
+
 import numpy as np
 import pytest
 
@@ -25,9 +27,9 @@ I, H = 3, 4
 # ---------------------------------------------------------------- broken ports through real PyTorch
 
 
-def _torch_port(order=("r", "z", "h"), hh_order=None, bias_order=None, transpose_hh=True,
+def _torch_port(order=("r", "z", "h"), hh_order=None, bias_order=None, transpose_hh=True, transpose_ih=True,
                 swap_biases=False, drop_c_h=False, fold_c_h=False, use_h0=True, use_mask=True,
-                reverse_time=False, reverse_outputs=False, mask=True):
+                reverse_time=False, reverse_outputs=False, mask=True, input_size=I):
     """A hand-written PyTorch port of GRUParams with switchable mistakes (``mask=False``: takes no mask)."""
     import torch
 
@@ -35,7 +37,7 @@ def _torch_port(order=("r", "z", "h"), hh_order=None, bias_order=None, transpose
     bias_order = bias_order or order
 
     def forward(params: GRUParams, x, h0, mask=None):
-        gru_layer = torch.nn.GRU(I, H, batch_first=True, dtype=torch.float64)
+        gru_layer = torch.nn.GRU(input_size, H, batch_first=True, dtype=torch.float64)
         b = {g: getattr(params, f"b_{g}").copy() for g in "zrh"}
         c = {g: getattr(params, f"c_{g}").copy() for g in "zrh"}
         if swap_biases:
@@ -45,7 +47,8 @@ def _torch_port(order=("r", "z", "h"), hh_order=None, bias_order=None, transpose
         if fold_c_h:
             b["h"], c["h"] = b["h"] + c["h"], np.zeros(H)
         with torch.no_grad():
-            gru_layer.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([getattr(params, f"W_{g}").T for g in order])))
+            gru_layer.weight_ih_l0.copy_(torch.from_numpy(np.concatenate(
+                [getattr(params, f"W_{g}").T if transpose_ih else getattr(params, f"W_{g}") for g in order])))
             gru_layer.weight_hh_l0.copy_(torch.from_numpy(np.concatenate(
                 [getattr(params, f"U_{g}").T if transpose_hh else getattr(params, f"U_{g}") for g in hh_order])))
             gru_layer.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([b[g] for g in bias_order])))
@@ -101,6 +104,39 @@ def test_broken_torch_port_is_diagnosed_by_name(port):
     assert len(top) == len(names) and all(any(n.startswith(want) for n in top) for want in names), (
         f"{port}: expected {names} top-ranked\n{result.describe()}"
     )
+
+
+TORCH_ORDER = ("r", "z", "h")
+
+
+def _permutation_cases():
+    cases = []
+    for block, keys in {"input weights": ("order",), "recurrent weights": ("hh_order",), "biases": ("bias_order",),
+                        "all gate blocks": ("order", "hh_order", "bias_order")}.items():
+        for perm in permutations(TORCH_ORDER):
+            if perm == TORCH_ORDER:
+                continue
+            # PyTorch reads slot k as gate TORCH_ORDER[k]; the port put gate perm[k] there.
+            reads = {TORCH_ORDER[k]: perm[k] for k in range(3)}
+            moved = [g for g in "zrh" if reads[g] != g]
+            key = f"{moved[0]}<->{moved[1]}" if len(moved) == 2 else "".join(reads[g] for g in "zrh")
+            options = {"order": TORCH_ORDER, "hh_order": TORCH_ORDER, "bias_order": TORCH_ORDER}
+            options.update({k: perm for k in keys})
+            cases.append(pytest.param(options, f"{block}: {key}", id=f"{block}-{''.join(perm)}"))
+    return cases
+
+
+@pytest.mark.parametrize("options,name", _permutation_cases())
+def test_every_gate_block_permutation_is_diagnosed(options, name):
+    adapter_or_skip("torch")
+    result = identify(_torch_port(**options), input_size=I, hidden_size=H, expected=PREVIOUS_AFTER)
+    assert result.diagnosis and [m.name for m in result.diagnosis[0].mistakes] == [name], result.describe()
+
+
+def test_input_weights_not_transposed_is_diagnosed_when_square():
+    adapter_or_skip("torch")
+    result = identify(_torch_port(transpose_ih=False, input_size=H), input_size=H, hidden_size=H, expected=PREVIOUS_AFTER)
+    assert [m.name for m in result.diagnosis[0].mistakes] == ["input weights transposed"], result.describe()
 
 
 def test_a_correct_torch_port_is_matched_with_a_large_margin():

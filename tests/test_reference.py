@@ -291,3 +291,15 @@ def test_stack_validation_names_the_mismatched_layer():
         gru_stack(np.zeros((1, 2, 2)), layers, CONVENTIONS[0], h0=np.zeros((2, 1, 3)))
     with pytest.raises(ValueError, match="unknown masked_output 'pad'"):
         gru_stack(np.zeros((1, 2, 2)), layers, CONVENTIONS[0], masked_output="pad")
+
+
+def test_derive_keeps_shapes_and_dtype_and_stays_read_only():
+    p = GRUParams.random(2, 3, seed=1)
+    swapped = p.derive(W_z=p.W_r, W_r=p.W_z)
+    assert np.array_equal(swapped.W_z, p.W_r) and not swapped.W_z.flags.writeable
+    with pytest.raises(ValueError, match="derive: U_h must stay a float64 array of shape \\(3, 3\\)"):
+        p.derive(U_h=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="derive: b_z must stay a float64"):
+        p.derive(b_z=np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="unknown field\\(s\\) \\['W_q'\\]"):
+        p.derive(W_q=p.W_z)
