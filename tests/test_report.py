@@ -126,7 +126,7 @@ def page_chart_count(results) -> int:
 
 
 def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+    for name in ("chromium", "google-chrome", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
