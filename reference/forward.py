@@ -59,7 +59,7 @@ class _Recurrence:
 
     def __init__(self, p: GRUParams, convention: Convention, batch: int, dtype, activation):
         hidden = p.hidden_size
-        self.hidden, self.convention, self.activation = hidden, convention, activation
+        self.hidden, self.activation = hidden, activation
         self.after = convention.reset == "after"
         # Reset-after projects h_prev for all three gates at once; reset-before needs r first for h.
         # Column-major: OpenBLAS multiplies (batch, H) by it markedly faster than by a row-major copy.

@@ -148,7 +148,6 @@ class Structure:
     merge: str = "concat"
     masked_output: str = "carry"
     reverse: bool = False
-    returns_sequences: bool = True
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,8 @@ def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes) -
     for size in range(1, max_mistakes + 1):
         found = []
         for mistakes in combinations(CATALOGUE, size):
-            if len({m.name.split(":")[0] for m in mistakes if ":" in m.name}) < sum(":" in m.name for m in mistakes):
+            blocks = [m.permuted_block for m in mistakes if m.permuted_block]
+            if len(set(blocks)) < len(blocks):
                 continue  # two permutations of the same block compose into a single permutation
             for convention in conventions:
                 error, passed = _evaluate(observations, structure, convention, mistakes, tolerance_pair)

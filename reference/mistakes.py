@@ -51,6 +51,7 @@ class Mistake:
     apply: Callable[[Scenario], Scenario]
     applies: Callable[[Scenario], bool] = lambda scenario: True
     changes_convention: bool = False
+    permuted_block: str | None = None  # for gate-block permutations: which block they reorder
 
     def __str__(self) -> str:
         return self.name
@@ -103,6 +104,7 @@ def _permutation_mistakes() -> list[Mistake]:
                      + "; ".join(f"{k}: {v}" for k, v in ORDER_ROWS.items())
                      + f". The port's {', '.join(f'{g} gate holds the {mapping[g]} block' for g in moved)}."),
                 apply=lambda s, fields=fields, mapping=mapping: s.map_params(_permute(fields, mapping)),
+                permuted_block=block,
             ))
     return mistakes
 
@@ -178,7 +180,9 @@ CATALOGUE: tuple[Mistake, ...] = (
             lambda s: s.map_params(_fold_candidate_recurrent_bias)),
     Mistake("time reversed", "the sequence is processed from the last step to the first",
             "process the sequence forwards (Keras go_backwards=False; PyTorch: do not flip the input)",
-            lambda s: replace(s, reverse=not s.reverse)),
+            lambda s: replace(s, reverse=not s.reverse),
+            # A bidirectional layer already reads both ways: reversing time is not a distinct mistake there.
+            applies=lambda s: all(len(layer) == 1 for layer in s.layers)),
     Mistake("outputs in reverse order", "the output sequence is returned last step first",
             "flip the output sequence along time (Keras go_backwards returns outputs in processing order)",
             lambda s: replace(s, outputs_reversed=not s.outputs_reversed)),

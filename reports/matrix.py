@@ -177,7 +177,7 @@ def compare_configuration(adapter: Adapter, config: LayerConfig, dtype, case: Ca
     observation = Observation(
         tuple(tuple(layer) for layer in probe.layers), probe.x, probe.h0, probe.mask, observed.outputs, observed.h_last
     )
-    structure = Structure(config.merge, config.masked_output, config.reverse, config.returns_sequences)
+    structure = Structure(config.merge, config.masked_output, config.reverse)
     result.identification = identify_observations([observation], dtype, structure, expected=config.claimed)
     return result
 
