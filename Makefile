@@ -15,7 +15,7 @@ BENCH := $(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[all,test]"
 	touch $(STAMP)
 
 report: $(STAMP)

@@ -12,10 +12,20 @@ from functools import cache
 
 from .base import Adapter, ForwardResult, LayerConfig, mask_lengths
 
-# name -> module defining ``ADAPTER``; the framework is imported only when the adapter is asked for.
+# name -> module defining ``ADAPTER`` (or ``module:ATTRIBUTE`` when one module serves several);
+# the framework is imported only when the adapter is asked for. One line per framework.
 REGISTRY: dict[str, str] = {
     "torch": "adapters.torch_nn",
     "keras": "adapters.keras_layers",
+    "keras-jax": "adapters.keras_backends:JAX_ADAPTER",
+    "keras-torch": "adapters.keras_backends:TORCH_ADAPTER",
+    "tf-legacy": "adapters.tf_legacy",
+    "onnxruntime": "adapters.onnx_runtime",
+    "onnx-reference": "adapters.onnx_runtime:REFERENCE_ADAPTER",
+    "flax": "adapters.flax_gru",
+    "haiku": "adapters.haiku_gru",
+    "equinox": "adapters.equinox_gru",
+    "paddle": "adapters.paddle_gru",
 }
 
 
@@ -30,13 +40,14 @@ class AdapterUnavailable(RuntimeError):
 
 @cache
 def _load(name: str) -> Adapter | AdapterUnavailable:
+    module_name, _, attribute = REGISTRY[name].partition(":")
     try:
-        module = importlib.import_module(REGISTRY[name])
+        module = importlib.import_module(module_name)
     except ImportError as error:
         return AdapterUnavailable(name, f"{error.name or error} is not installed ({error})")
     except Exception as error:  # a broken install must read as unavailable, not crash the suite
         return AdapterUnavailable(name, f"importing it failed: {type(error).__name__}: {error}")
-    return module.ADAPTER
+    return getattr(module, attribute or "ADAPTER")
 
 
 def get(name: str) -> Adapter:

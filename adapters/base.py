@@ -9,6 +9,15 @@ from typing import Any
 import numpy as np
 
 from reference import Convention, Layers
+from reference.params import INPUT_BIASES, RECURRENT_BIASES
+
+ALL_BIASES = INPUT_BIASES + RECURRENT_BIASES
+
+PADDING_SEMANTICS = {
+    "carry": "padded steps keep the state; the output there repeats the carried state",
+    "zero": "padded steps keep the state; the output there is zeros",
+    "previous_output": "padded steps keep the state; the output repeats the previous output (zeros before the first real step)",
+}
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,15 @@ class LayerConfig:
     ``separate_recurrent_bias=False`` marks a single-bias layout (recurrent biases must be zero).
     ``masked`` asks for variable-length inputs; ``reverse`` runs a single direction backwards; ``merge`` and ``masked_output`` say how the
     framework combines directions and what it outputs at padded steps (see ``reference.gru_stack``).
+
+    What a reader needs to port by hand, and where the claim comes from:
+    ``biases`` names the canonical biases the class holds (``b_*`` input, ``c_*`` recurrent; None
+    derives it from ``bias`` / ``separate_recurrent_bias``); absent ones are zero in every probe.
+    ``claim_source`` is the file and line of the framework's own source (docstring or code) that
+    states ``claimed``; ``layout`` the gate order and shapes of its weights; ``padding`` its
+    variable-length semantics in words (derived from ``masked_output`` when empty).
+    ``reference_options`` are extra keyword arguments of ``reference.gru_stack`` that the class
+    needs modelled (another gate or candidate activation, a clip), as ``(name, value)`` pairs.
     """
 
     framework: str
@@ -35,9 +53,36 @@ class LayerConfig:
     masked_output: str = "carry"
     returns_sequences: bool = True
     options: tuple[tuple[str, Any], ...] = field(default=())
+    biases: tuple[str, ...] | None = None
+    claim_source: str = ""
+    layout: str = ""
+    padding: str = ""
+    reference_options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        unknown = set(self.biases or ()) - set(ALL_BIASES)
+        if unknown:
+            raise ValueError(f"{self.label}: unknown bias name(s) {sorted(unknown)}; valid: {', '.join(ALL_BIASES)}")
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
+
+    @property
+    def bias_fields(self) -> tuple[str, ...]:
+        """The canonical biases this class holds, in ``ALL_BIASES`` order."""
+        if self.biases is not None:
+            return tuple(name for name in ALL_BIASES if name in self.biases)
+        if not self.bias:
+            return ()
+        return ALL_BIASES if self.separate_recurrent_bias else INPUT_BIASES
+
+    @property
+    def padding_semantics(self) -> str:
+        if self.padding:
+            return self.padding
+        if not self.masked:
+            return "not exercised (no variable-length input in this configuration)"
+        return PADDING_SEMANTICS[self.masked_output]
 
     @property
     def directions(self) -> int:

@@ -33,6 +33,7 @@ from .compare import SEPARATION_FACTOR, tolerance_for
 from .conventions import Convention, as_convention
 from .forward import gru_stack
 from .mistakes import CATALOGUE, Mistake, Scenario, convention_mistakes
+from .equations import sigmoid
 from .params import GRUParams
 
 
@@ -148,6 +149,8 @@ class Structure:
     merge: str = "concat"
     masked_output: str = "carry"
     reverse: bool = False
+    # Extra keyword arguments of gru_stack the implementation needs modelled (activations, clip).
+    reference_options: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,8 @@ def _expected(scenario: Scenario, structure: Structure):
         scenario.x, [list(layer) for layer in scenario.layers], scenario.convention, h0=scenario.h0,
         mask=scenario.mask, merge=structure.merge, masked_output=structure.masked_output,
         reverse=structure.reverse != scenario.reverse if len(scenario.layers[0]) == 1 else False,
-        gate_activation=scenario.gate_activation,
+        **{**dict(structure.reference_options), **({"gate_activation": scenario.gate_activation}
+                                                    if scenario.gate_activation is not sigmoid else {})},
     )
     if scenario.outputs_reversed:
         outputs = outputs[:, ::-1]

@@ -13,6 +13,7 @@ import numpy as np
 
 import adapters
 from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
+from adapters.base import ALL_BIASES
 from reference import Convention, ForwardDifference, compare_forward, gru_stack, tolerance_for
 from reference.identify import Identification, Observation, Structure, design_probe, identify_observations
 from reference.params import layer_input_size
@@ -56,9 +57,11 @@ def make_probe(case: Case, config: LayerConfig, dtype) -> StackProbe:
             design_probe(width, case.hidden_size, seed=case.seed * 100 + index * 2 + direction, dtype=dtype).params
             for direction in range(config.directions)
         ])
-    if not config.bias or not config.separate_recurrent_bias:
-        # Only what the layout can hold: no biases, or (single-bias layouts) no recurrent biases.
-        layers = [[p.without_biases(recurrent_only=config.bias) for p in layer] for layer in layers]
+    absent = [name for name in ALL_BIASES if name not in config.bias_fields]
+    if absent:
+        # Only what the class can hold: its absent biases are zero (a single-bias layout has no c_*).
+        layers = [[p.replace(**{name: np.zeros_like(getattr(p, name)) for name in absent}) for p in layer]
+                  for layer in layers]
     rng = np.random.default_rng([case.seed, 1])
     x = rng.normal(size=(case.batch, case.time, case.input_size)).astype(dtype)
     # A non-zero initial state: with h0 = 0 the first step cannot tell the blends apart.
@@ -76,6 +79,7 @@ def reference_forward(config: LayerConfig, probe: StackProbe, convention: Conven
     outputs, h_last = gru_stack(
         probe.x, probe.layers, convention, h0=probe.h0, mask=probe.mask,
         merge=config.merge, masked_output=config.masked_output, reverse=config.reverse,
+        **dict(config.reference_options),
     )
     return ForwardResult(outputs if config.returns_sequences else None, h_last)
 
@@ -177,7 +181,7 @@ def compare_configuration(adapter: Adapter, config: LayerConfig, dtype, case: Ca
     observation = Observation(
         tuple(tuple(layer) for layer in probe.layers), probe.x, probe.h0, probe.mask, observed.outputs, observed.h_last
     )
-    structure = Structure(config.merge, config.masked_output, config.reverse)
+    structure = Structure(config.merge, config.masked_output, config.reverse, config.reference_options)
     result.identification = identify_observations([observation], dtype, structure, expected=config.claimed)
     return result
 

@@ -1,0 +1,187 @@
+"""Run framework code in a separate worker process.
+
+Two kinds of framework need it: those whose state is fixed per process (Keras 3 picks its backend
+once, at import), and those that may take the interpreter down (a segfault inside a framework must
+become a reported finding, never end the suite). ``call("package.module:function", *args, env=...)``
+runs the function in a worker started with ``env`` added to the environment and returns its
+result; workers are kept per environment, so a framework is imported once per session, not once
+per call.
+
+Outcomes, each distinct:
+
+- the function returns: its (picklable) result comes back;
+- the function raises: the same exception is raised here (its worker traceback attached as a note),
+  so adapters' own error messages reach the user unchanged;
+- the worker dies (signal, ``os._exit``, out of memory) or exceeds ``timeout``: ``WorkerCrashed``
+  with the exit status or signal and the tail of what the worker printed; the next call starts a
+  new worker.
+
+The protocol is length-prefixed pickles over the worker's stdin/stdout, between this package and
+a child it started itself (nothing untrusted is unpickled). The worker moves the framework's own
+prints off the protocol channel onto stderr, which goes to a temporary file read back for crash reports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+_HEADER = struct.Struct("!Q")
+DEFAULT_TIMEOUT = 300.0
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process died or hung; ``status`` says how, ``output`` is the tail of what it printed."""
+
+    def __init__(self, target: str, status: str, output: str):
+        tail = output.strip()[-2000:]
+        super().__init__(f"{target}: the worker process {status}" + (f"; its last output:\n{tail}" if tail else ""))
+        self.target = target
+        self.status = status
+        self.output = output
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not answer in time and was killed"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name} ({-code})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class _Worker:
+    def __init__(self, env: dict[str, str]):
+        self.log = tempfile.TemporaryFile(mode="w+b")
+        root = str(Path(__file__).resolve().parent.parent)
+        environment = {**os.environ, **env}
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in (root, environment.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "adapters.isolation"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=environment, cwd=root,
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def _read_exact(self, size: int, deadline_s: float) -> bytes:
+        chunks, remaining = [], size
+        stream = self.process.stdout
+        while remaining:
+            ready, _, _ = select.select([stream], [], [], deadline_s)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(stream.fileno(), remaining)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def request(self, target: str, payload: bytes, timeout: float):
+        try:
+            self.process.stdin.write(_HEADER.pack(len(payload)) + payload)
+            self.process.stdin.flush()
+            (size,) = _HEADER.unpack(self._read_exact(_HEADER.size, timeout))
+            return pickle.loads(self._read_exact(size, timeout))
+        except TimeoutError:
+            self.process.kill()
+            self.process.wait()
+            raise WorkerCrashed(target, f"did not answer within {timeout:g} s and was killed", self.output()) from None
+        except (EOFError, BrokenPipeError, OSError):
+            code = self.process.wait()
+            raise WorkerCrashed(target, _describe_exit(code), self.output()) from None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except Exception:
+                self.process.kill()
+        self.log.close()
+
+
+_WORKERS: dict[tuple, _Worker] = {}
+_LOCK = threading.Lock()
+
+
+def call(target: str, *args, env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT, **kwargs):
+    """Run ``module:function(*args, **kwargs)`` in the worker for ``env``; see the module docstring."""
+    key = tuple(sorted((env or {}).items()))
+    payload = pickle.dumps((target, args, kwargs))
+    with _LOCK:
+        worker = _WORKERS.get(key)
+        if worker is None or worker.process.poll() is not None:
+            worker = _WORKERS[key] = _Worker(dict(env or {}))
+        try:
+            ok, value, worker_traceback = worker.request(target, payload, timeout)
+        except WorkerCrashed:
+            _WORKERS.pop(key, None)
+            worker.close()
+            raise
+    if ok:
+        return value
+    if isinstance(value, BaseException):
+        value.add_note(f"(raised in an isolated worker process)\n{worker_traceback}")
+        raise value
+    raise RuntimeError(f"{target} failed in the worker: {value}\n{worker_traceback}")
+
+
+def shutdown() -> None:
+    """Stop every worker (also run at exit)."""
+    with _LOCK:
+        for worker in _WORKERS.values():
+            worker.close()
+        _WORKERS.clear()
+
+
+atexit.register(shutdown)
+
+
+# ----------------------------------------------------------------- the worker side
+
+
+def _serve() -> None:
+    # Framework prints must not corrupt the protocol: keep the real stdout for replies only.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    while True:
+        header = requests.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return
+        (size,) = _HEADER.unpack(header)
+        target, args, kwargs = pickle.loads(requests.read(size))
+        try:
+            module_name, function_name = target.split(":")
+            function = getattr(importlib.import_module(module_name), function_name)
+            reply = (True, function(*args, **kwargs), "")
+        except BaseException as error:  # everything goes back to the caller; the worker keeps serving
+            text = traceback.format_exc()
+            try:
+                pickle.dumps(error)
+                reply = (False, error, text)
+            except Exception:
+                reply = (False, f"{type(error).__name__}: {error}", text)
+        data = pickle.dumps(reply)
+        replies.write(_HEADER.pack(len(data)) + data)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    _serve()
