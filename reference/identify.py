@@ -35,6 +35,7 @@ from .forward import gru_stack
 from .mistakes import CATALOGUE, Mistake, Scenario, convention_mistakes
 from .equations import sigmoid
 from .params import GRUParams
+from .precision import PrecisionVerdict, coarser_precisions
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class Diagnosis:
 
 @dataclass
 class Identification:
+    """Two separate answers: which formula (``matched``) and at which precision (``precision``).
+
+    ``tolerance`` and ``margin`` are those of the precision the match was made at: a float64 request
+    computed in float32 is matched at float32's tolerance and says so in ``precision``.
+    """
+
     matched: Convention | None
     errors: dict[Convention, float]
     tolerance: float
@@ -99,6 +106,7 @@ class Identification:
     candidates: list[Convention]  # conventions within tolerance
     diagnosis: list[Diagnosis] = field(default_factory=list)
     calls: int = 0
+    precision: PrecisionVerdict | None = None  # None when nothing fits at any precision
 
     @property
     def explained(self) -> bool:
@@ -113,6 +121,8 @@ class Identification:
             lines.append(f"ambiguous: {', '.join(c.id for c in self.candidates)} all fit; the probe cannot tell them apart")
         else:
             lines.append("matched: none of the four conventions")
+        if self.precision is not None:
+            lines.append(f"precision: {self.precision.describe()}")
         if self.candidates:
             lines.append(f"margin: the runner-up misses by {self.margin:.3g} x tolerance ({self.tolerance:g}); "
                          f"{SEPARATION_FACTOR:g} x is needed to decide")
@@ -136,6 +146,7 @@ class Identification:
             "candidates": [c.id for c in self.candidates],
             "diagnosis": [d.to_json() for d in self.diagnosis],
             "calls": self.calls,
+            "precision": self.precision.to_json() if self.precision else None,
         }
 
 
@@ -220,6 +231,21 @@ def _evaluate(observations, structure, convention, mistakes, tolerance_pair) -> 
     return worst, all_passed
 
 
+def _judge(observations, structure, tolerance_pair) -> tuple[dict[Convention, float], list[Convention]]:
+    errors, passing = {}, []
+    for convention in Convention.all():
+        error, passed = _evaluate(observations, structure, convention, (), tolerance_pair)
+        errors[convention] = error
+        if passed:
+            passing.append(convention)
+    return errors, passing
+
+
+def _margin(errors: dict[Convention, float], passing: list[Convention], tolerance: float) -> float:
+    ranked = sorted(errors, key=errors.get)
+    return (errors[ranked[1]] if passing else errors[ranked[0]]) / tolerance
+
+
 def identify_observations(
     observations: list[Observation],
     dtype,
@@ -227,26 +253,42 @@ def identify_observations(
     expected: Convention | str | None = None,
     max_mistakes: int = 2,
 ) -> Identification:
-    """Judge recorded observations against the conventions, then the mistake catalogue."""
-    tolerance_pair = tolerance_for(dtype)
+    """Judge recorded observations against the conventions, then the mistake catalogue.
+
+    The formula is judged at the requested dtype's tolerance first; if nothing fits there, at each
+    coarser precision of ``reference.precision.PRECISION_LADDER`` (a float64 request computed in
+    float32), accepting a formula only when it is unambiguous at that precision too.
+    """
+    requested = np.dtype(dtype)
+    tolerance_pair = tolerance_for(requested)
+    requested_tolerance = sum(tolerance_pair)
+    computed = requested.name
+    errors, passing = _judge(observations, structure, tolerance_pair)
+    if not passing:
+        for name, coarse_pair in coarser_precisions(requested):
+            _, coarse_passing = _judge(observations, structure, coarse_pair)
+            if len(coarse_passing) == 1 and _margin(errors, coarse_passing, sum(coarse_pair)) >= SEPARATION_FACTOR:
+                passing, tolerance_pair, computed = coarse_passing, coarse_pair, name
+                break
     tolerance = sum(tolerance_pair)
-    errors, passing = {}, []
-    for convention in Convention.all():
-        error, passed = _evaluate(observations, structure, convention, (), tolerance_pair)
-        errors[convention] = error
-        if passed:
-            passing.append(convention)
-    ranked = sorted(errors, key=errors.get)
-    runner_up = errors[ranked[1]] if passing else errors[ranked[0]]
-    margin = runner_up / tolerance
+    margin = _margin(errors, passing, tolerance)
     ambiguous = len(passing) > 1 or (len(passing) == 1 and margin < SEPARATION_FACTOR)
     matched = passing[0] if len(passing) == 1 and not ambiguous else None
     result = Identification(matched, errors, tolerance, margin, ambiguous, passing)
+    if passing:
+        best = min(errors[c] for c in passing)
+        result.precision = PrecisionVerdict(requested.name, computed, best, requested_tolerance)
     expected = as_convention(expected) if expected is not None else None
     if matched and expected and matched != expected:
         result.diagnosis = [Diagnosis(expected, convention_mistakes(expected, matched), errors[matched])]
     if not passing:
-        result.diagnosis = _diagnose(observations, structure, tolerance_pair, expected, max_mistakes)
+        # A wrong port may also run at lower precision: look for the mistake at each rung, finest first.
+        for name, pair in [(requested.name, tolerance_pair), *coarser_precisions(requested)]:
+            result.diagnosis = _diagnose(observations, structure, pair, expected, max_mistakes)
+            if result.diagnosis:
+                best = result.diagnosis[0].error
+                result.precision = PrecisionVerdict(requested.name, name, best, requested_tolerance)
+                break
     return result
 
 
@@ -283,6 +325,60 @@ def _accepts_mask(forward: Forward) -> bool:
         return False
 
 
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _describe_value(value) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None:
+        return f"{type(value).__module__}.{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _as_result_array(name: str, value, expected_shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` (NumPy, a torch/TF/JAX tensor, or nested lists) as a finite float64 array of ``expected_shape``."""
+    what = _describe_value(value)
+    if hasattr(value, "detach"):  # a torch tensor, possibly requiring grad or on a GPU
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()
+    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a TF eager tensor
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged lists
+        raise ValueError(f"forward returned {name} as {what}, which is not an array ({error}); "
+                         f"expected a float array of shape {expected_shape}") from None
+    if not (np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"):
+        raise TypeError(f"forward returned {name} as {what} (dtype {array.dtype}); "
+                        f"expected a float array of shape {expected_shape}")
+    if array.shape != expected_shape:
+        raise ValueError(f"forward returned {name} of shape {array.shape} ({what}); expected shape {expected_shape}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(f"forward returned a non-finite {name} ({array[bad]} at index {bad}); "
+                         f"a GRU's outputs are bounded, so the implementation is broken or overflowed")
+    return array
+
+
+def _unpack_result(result, batch: int, time: int, hidden: int) -> tuple[np.ndarray | None, np.ndarray]:
+    expected = "a pair (outputs (batch, time, hidden) or None, h_last (batch, hidden))"
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(f"forward returned {_describe_value(result)}; expected {expected}")
+    outputs, h_last = result
+    h_last = _as_result_array("h_last", h_last, (batch, hidden))
+    if outputs is not None:
+        outputs = _as_result_array("outputs", outputs, (batch, time, hidden))
+    return outputs, h_last
+
+
 def identify(
     forward: Forward,
     *,
@@ -296,13 +392,33 @@ def identify(
 ) -> Identification:
     """Identify the GRU formula that ``forward(params, x, h0) -> (outputs, h_last)`` computes.
 
-    ``outputs`` is ``(batch, time, hidden)`` (or None) and ``h_last`` ``(batch, hidden)``. If
-    ``forward`` takes a ``mask`` keyword it is also called with right-padded lengths, which lets
-    "mask ignored" be diagnosed. ``expected`` names the convention the implementation should have:
-    a match with another convention is then reported as the flip(s) that explain it. ``probe``
-    replaces the designed probe (tests use it to show that a degenerate one comes out ambiguous).
+    ``outputs`` is ``(batch, time, hidden)`` (or None) and ``h_last`` ``(batch, hidden)``, as NumPy
+    arrays, torch/TF tensors (detached here) or nested lists of floats. If ``forward`` takes a
+    ``mask`` keyword it is also called with right-padded lengths, which lets "mask ignored" be
+    diagnosed. ``expected`` names the convention the implementation should have: a match with
+    another convention is then reported as the flip(s) that explain it. ``probe`` replaces the
+    designed probe (tests use it to show that a degenerate one comes out ambiguous).
+
+    The contract is enforced: ``forward`` gets fresh copies of the probe on every call (writing into
+    them cannot change the verdict), and what it returns is checked (a pair, finite floats, the
+    right shapes); anything else is an error that names what came back and what was expected.
     """
-    dtype = np.dtype(dtype)
+    if not callable(forward):
+        raise TypeError(f"forward must be callable as forward(params, x, h0) -> (outputs, h_last), got {_describe_value(forward)}")
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if isinstance(max_mistakes, bool) or not isinstance(max_mistakes, (int, np.integer)) or not 0 <= max_mistakes <= 2:
+        raise ValueError(f"max_mistakes must be 0, 1 or 2, got {max_mistakes!r}")
+    try:
+        dtype = np.dtype(dtype)
+        tolerance_for(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    expected = as_convention(expected) if expected is not None else None
+    if probe is not None and not isinstance(probe, Probe):
+        raise TypeError(f"probe must be a reference.identify.Probe (see design_probe), got {_describe_value(probe)}")
     probe = probe or design_probe(input_size, hidden_size, seed, dtype)
     if probe.params.input_size != input_size or probe.params.hidden_size != hidden_size:
         raise ValueError(
@@ -312,17 +428,23 @@ def identify(
     calls = [None]
     if probe.mask is not None and _accepts_mask(forward) and not probe.mask.all():
         calls.append(probe.mask)
+    batch, time = probe.x.shape[:2]
     observations = []
     for mask in calls:
-        kwargs = {} if mask is None else {"mask": mask}
-        outputs, h_last = forward(probe.params, probe.x, probe.h0, **kwargs)
-        h_last = np.asarray(h_last)
-        if h_last.shape != (probe.x.shape[0], hidden_size):
-            raise ValueError(f"forward returned h_last of shape {h_last.shape}; expected (batch, hidden_size) = "
-                             f"{(probe.x.shape[0], hidden_size)}")
+        kwargs = {} if mask is None else {"mask": mask.copy()}
+        # Fresh copies each call: a forward that writes into its inputs cannot change what is compared.
+        params = probe.params.replace()
+        try:
+            result = forward(params, probe.x.copy(), probe.h0.copy(), **kwargs)
+        except Exception as error:
+            raise RuntimeError(
+                f"forward raised {type(error).__name__}: {error} when called with params (input_size={input_size}, "
+                f"hidden_size={hidden_size}), x {probe.x.shape} {probe.x.dtype}, h0 {probe.h0.shape}"
+                + (f", mask {mask.shape}" if mask is not None else "")
+            ) from error
+        outputs, h_last = _unpack_result(result, batch, time, hidden_size)
         observations.append(Observation(
-            layers=((probe.params,),), x=probe.x, h0=probe.h0[None], mask=mask,
-            outputs=None if outputs is None else np.asarray(outputs), h_last=h_last[None],
+            layers=((probe.params,),), x=probe.x, h0=probe.h0[None], mask=mask, outputs=outputs, h_last=h_last[None],
         ))
     result = identify_observations(observations, dtype, expected=expected, max_mistakes=max_mistakes)
     result.calls = len(calls)

@@ -8,14 +8,14 @@ reference runs it. ``fix`` tells the user what to change, in each framework's ow
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import permutations
+from itertools import combinations, permutations
 from typing import Callable
 
 import numpy as np
 
 from .conventions import Convention
 from .equations import sigmoid
-from .params import GRUParams
+from .params import RECURRENT_BIASES, GRUParams
 
 
 def hard_sigmoid_keras2(a, out=None):
@@ -124,8 +124,38 @@ def _swap_biases(params: GRUParams) -> GRUParams:
                          **{f"c_{g}": getattr(params, f"b_{g}") for g in "zrh"})
 
 
-def _drop_candidate_recurrent_bias(params: GRUParams) -> GRUParams:  # c_z and c_r stay
-    return params.derive(c_h=np.zeros_like(params.c_h))
+def _drop(names: tuple[str, ...]) -> Callable[[GRUParams], GRUParams]:
+    return lambda params: params.derive(**{name: np.zeros_like(getattr(params, name)) for name in names})
+
+
+def _absent_recurrent_bias_mistakes() -> list[Mistake]:
+    """Every non-empty subset of the recurrent biases, absent.
+
+    Many implementations have one bias per gate (d2l's from-scratch GRU, Haiku, single-bias
+    layouts) or lack some recurrent biases (Flax and Equinox keep only c_h). Given six biases they
+    silently ignore the missing ones; the fix says when folding them into ``b_*`` is exact.
+    """
+    mistakes = []
+    for size in (1, 2, 3):
+        for names in combinations(RECURRENT_BIASES, size):
+            gates = [name[-1] for name in names]
+            folds = [f"{name} into b_{name[-1]}" for name in names if name != "c_h"]
+            fix = "the implementation has no " + ", ".join(names) + ": fold " + " and ".join(
+                [*folds, *(["c_h into b_h (exact only under reset-before; under reset-after r scales c_h, so "
+                            "keep a layout with a separate candidate recurrent bias)"] if "c_h" in names else [])]
+            ) + (" (always exact: they add to the gate pre-activation like b_*)" if "c_h" not in names else "")
+            fix += "; reference.fold_recurrent_biases does it, and refuses where it is not exact"
+            mistakes.append(Mistake(
+                name=f"recurrent bias{'es' if size > 1 else ''} {', '.join(names)} absent",
+                description=f"the recurrent bias{'es' if size > 1 else ''} of the "
+                            f"{', '.join(GATE_NAMES[g] for g in gates)} gate{'s' if size > 1 else ''} "
+                            f"{'are' if size > 1 else 'is'} not used (zero) by the implementation",
+                fix=fix,
+                apply=lambda s, names=names: s.map_params(_drop(names)),
+                applies=lambda s, names=names: any(np.any(getattr(p, n) != 0) for layer in s.layers for p in layer
+                                                   for n in names),
+            ))
+    return mistakes
 
 
 def _fold_candidate_recurrent_bias(params: GRUParams) -> GRUParams:
@@ -169,10 +199,7 @@ CATALOGUE: tuple[Mistake, ...] = (
             "PyTorch bias_ih is the input bias and bias_hh the recurrent one; Keras bias[0] is input, bias[1] "
             "recurrent; ONNX B is [Wb, Rb]",
             lambda s: s.map_params(_swap_biases)),
-    Mistake("candidate recurrent bias dropped", "c_h (PyTorch bias_hh rows 2H:3H, Keras bias[1][2H:]) is lost",
-            "keep the candidate's recurrent bias: under reset-after it sits inside r * (h_prev U_h + c_h); a "
-            "single-bias layout (Keras reset_after=False) cannot hold it",
-            lambda s: s.map_params(_drop_candidate_recurrent_bias)),
+    *_absent_recurrent_bias_mistakes(),
     Mistake("candidate recurrent bias folded into input bias",
             "c_h was added to b_h, which is exact under reset-before but wrong under reset-after (r scales c_h)",
             "under reset-after keep c_h separate (Keras reset_after=True bias[1], PyTorch bias_hh); only fold "

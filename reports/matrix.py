@@ -140,6 +140,37 @@ class ConfigResult:
         ]
         return "\n".join(lines)
 
+    @property
+    def precision(self):
+        """``reference.precision.PrecisionVerdict`` (None when nothing fits at any precision)."""
+        return self.identification.precision if self.identification else None
+
+    def findings(self) -> list[tuple[str, str]]:
+        """What a reader must know about this row, as ``(kind, text)``; empty when it is as documented.
+
+        Kinds, each a separate answer: ``failure`` (it did not run, or no formula fits),
+        ``documentation`` (it computes another formula than its documentation claims),
+        ``precision`` (it computes at lower precision than requested).
+        """
+        if self.error:
+            return [("failure", f"failed to run: {self.error}")]
+        identification = self.identification
+        found = []
+        if self.matched is None:
+            if identification.ambiguous:
+                found.append(("failure", "ambiguous: " + ", ".join(c.id for c in identification.candidates)
+                              + " all fit the probe"))
+            elif identification.diagnosis:
+                found.append(("failure", f"matches no convention; diagnosis: {identification.diagnosis[0].name}"))
+            else:
+                found.append(("failure", "matches no convention, and no catalogued mistake explains it"))
+        elif self.matched != self.claimed:
+            found.append(("documentation", f"computes {self.matched.id}, its documentation claims {self.claimed.id} "
+                                           f"({self.config.claim_source or 'source not recorded'})"))
+        if self.precision is not None and self.precision.lower_than_requested:
+            found.append(("precision", self.precision.describe()))
+        return found
+
     def rerun_command(self) -> str:
         return (
             f"gru-equiv check --frameworks {self.framework} --config {shlex.quote(self.config.name)} "
@@ -162,6 +193,16 @@ class ConfigResult:
             "seed": self.case.seed,
             "returns_sequences": self.config.returns_sequences,
             "error": self.error,
+            "precision": self.precision.to_json() if self.precision else None,
+            "findings": [{"kind": kind, "text": text} for kind, text in self.findings()],
+            "structure": {
+                "num_layers": self.config.num_layers, "directions": self.config.directions,
+                "merge": self.config.merge, "reverse": self.config.reverse, "masked": self.config.masked,
+            },
+            "biases": list(self.config.bias_fields),
+            "layout": self.config.layout,
+            "padding": self.config.padding_semantics,
+            "claim_source": self.config.claim_source,
         }
 
 

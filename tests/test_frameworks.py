@@ -29,26 +29,54 @@ def _configuration_params():
     return params
 
 
+_RESULTS: dict = {}
+
+
+def _measured(framework: str, config_name: str, dtype, gru_comparisons):
+    """One measurement per (framework, configuration, dtype), shared by the formula and precision tests."""
+    key = (framework, config_name, dtype.name)
+    if key not in _RESULTS:
+        adapter = adapter_or_skip(framework)
+        _RESULTS[key] = compare_configuration(adapter, adapter.configuration(config_name), dtype)
+        gru_comparisons.append(_RESULTS[key])
+    return _RESULTS[key]
+
+
+def _expect(request, framework, config_name, dtype, aspect):
+    reason = expected_failure(framework, config_name, dtype.name, aspect)
+    if reason:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize("framework,config_name", _configuration_params())
 def test_configuration_computes_its_documented_convention(framework, config_name, dtype, request, gru_comparisons):
-    adapter = adapter_or_skip(framework)
-    config = adapter.configuration(config_name)
-    reason = expected_failure(framework, config_name, dtype.name)
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-    result = compare_configuration(adapter, config, dtype)
-    gru_comparisons.append(result)
+    """The formula: exactly one convention fits (at whatever precision it was computed), and it is the documented one."""
+    adapter_or_skip(framework)
+    _expect(request, framework, config_name, dtype, "formula")
+    result = _measured(framework, config_name, dtype, gru_comparisons)
     assert result.error is None, result.explain()
-    assert result.matched == config.claimed, result.explain()
+    assert result.matched == result.claimed, result.explain()
     identification = result.identification
     assert identification.margin >= SEPARATION_FACTOR and not identification.diagnosis, identification.describe()
     other, other_diff = result.nearest_other
-    assert result.separated, (
-        f"{config.label} [{dtype.name}]: the nearest other convention {other.id} misses by only "
-        f"{other_diff.max_abs:.3g}, less than {SEPARATION_FACTOR:g} x tolerance {other_diff.tolerance:g}: "
+    assert other_diff.max_abs >= SEPARATION_FACTOR * identification.tolerance, (
+        f"{result.config.label} [{dtype.name}]: the nearest other convention {other.id} misses by only "
+        f"{other_diff.max_abs:.3g}, less than {SEPARATION_FACTOR:g} x tolerance {identification.tolerance:g}: "
         f"the probe does not separate the conventions\n{result.explain(other)}"
     )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("framework,config_name", _configuration_params())
+def test_configuration_computes_at_the_requested_precision(framework, config_name, dtype, request, gru_comparisons):
+    """The precision, a separate answer: the matched formula's error is that of the requested dtype."""
+    adapter_or_skip(framework)
+    _expect(request, framework, config_name, dtype, "precision")
+    result = _measured(framework, config_name, dtype, gru_comparisons)
+    assert result.error is None, result.explain()
+    assert result.precision is not None, result.explain()
+    assert not result.precision.lower_than_requested, f"{result.config.label} [{dtype.name}]: {result.precision.describe()}"
 
 
 @pytest.mark.parametrize("framework", list(adapters.REGISTRY))

@@ -80,7 +80,7 @@ TORCH_BROKEN_PORTS = {
     "biases in Keras order": (dict(bias_order=("z", "r", "h")), ["biases: z<->r"]),
     "weight_hh not transposed": (dict(transpose_hh=False), ["recurrent weights transposed"]),
     "bias_ih and bias_hh swapped": (dict(swap_biases=True), ["input and recurrent biases swapped"]),
-    "c_h dropped": (dict(drop_c_h=True), ["candidate recurrent bias dropped"]),
+    "c_h dropped": (dict(drop_c_h=True), ["recurrent bias c_h absent"]),
     "c_h folded into b_h": (dict(fold_c_h=True), ["candidate recurrent bias folded into input bias"]),
     "h0 not passed": (dict(use_h0=False), ["initial state ignored"]),
     "lengths not passed": (dict(use_mask=False), ["mask ignored"]),
@@ -230,5 +230,5 @@ def test_degenerate_probe_is_ambiguous_never_a_confident_wrong_answer():
 
 
 def test_identify_rejects_a_forward_with_the_wrong_state_shape():
-    with pytest.raises(ValueError, match="h_last of shape \\(4, 4, 1\\); expected \\(batch, hidden_size\\)"):
+    with pytest.raises(ValueError, match="h_last of shape \\(4, 4, 1\\) .*expected shape \\(4, 4\\)"):
         identify(lambda p, x, h0: (None, np.zeros((4, 4, 1))), input_size=I, hidden_size=H)
