@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,16 @@ class LayerConfig:
         if not self.bias:
             return ()
         return ALL_BIASES if self.separate_recurrent_bias else INPUT_BIASES
+
+    @property
+    def framework_class(self) -> str:
+        """The class this configuration exercises, read off its name: ``nn.GRU(batch_first=True)`` is
+        ``nn.GRU``, ``RNN(GRUCell(reset_after=True))`` is ``RNN(GRUCell)``, ``[GRU, GRU]`` is ``GRU``."""
+        match = re.match(r"^\[?([\w.]+)(?:\(([A-Z][\w.]*)(?=[(),]))?", self.name)
+        if not match:
+            return self.name
+        outer, inner = match.groups()
+        return f"{outer}({inner})" if inner else outer
 
     @property
     def padding_semantics(self) -> str:

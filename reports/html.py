@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from reference import Convention, tolerance_for
 
+from .ecosystem import EcosystemRow, build_ecosystem
 from .matrix import ConfigResult, UnavailableFramework
 
 CHART_WIDTH, CHART_HEIGHT = 360, 140
@@ -87,6 +88,7 @@ class Report:
     sections: list[Section]
     unavailable: list[dict]
     summary: list[dict] = field(default_factory=list)
+    ecosystem: list[EcosystemRow] = field(default_factory=list)
 
 
 def _per_step_error(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -175,7 +177,8 @@ def _section(index: int, result: ConfigResult) -> Section:
 def environment() -> dict[str, str]:
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
             "cpu count": str(os.cpu_count())}
-    for package in ("numpy", "torch", "tensorflow", "keras", "jinja2"):
+    for package in ("numpy", "torch", "tensorflow", "keras", "tf-keras", "jax", "flax", "dm-haiku", "equinox",
+                    "onnx", "onnxruntime", "paddlepaddle", "jinja2"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -204,6 +207,7 @@ def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: 
         sections=[_section(i, r) for i, r in enumerate(results)],
         unavailable=[r.to_json() for r in rows if isinstance(r, UnavailableFramework)],
         summary=[r.to_json() for r in results],
+        ecosystem=build_ecosystem(rows),
     )
 
 
@@ -222,7 +226,8 @@ def write_report(rows, out_dir: str | Path, generated_at: str | None = None) -> 
     html_path, json_path = out / "index.html", out / "report.json"
     html_path.write_text(render_html(report), encoding="utf-8")
     payload = {"generated_at": report.generated_at, "tool_version": report.tool_version,
-               "environment": report.environment, "results": report.summary, "unavailable": report.unavailable}
+               "environment": report.environment, "ecosystem": [row.to_json() for row in report.ecosystem],
+               "results": report.summary, "unavailable": report.unavailable}
     json_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return html_path, json_path
 
