@@ -64,10 +64,10 @@ def _describe_exit(code: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()):
         self.log = tempfile.TemporaryFile(mode="w+b")
         root = str(Path(__file__).resolve().parent.parent)
-        environment = {**os.environ, **env}
+        environment = {**os.environ, **env, _PRELOAD: ",".join(preload)}
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (root, environment.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "adapters.isolation"],
@@ -118,6 +118,17 @@ class _Worker:
 
 _WORKERS: dict[tuple, _Worker] = {}
 _LOCK = threading.Lock()
+_PRELOAD = "GRU_EQUIV_WORKER_PRELOAD"
+
+
+def start(env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> None:
+    """Start the worker for ``env`` now, importing ``preload`` modules in the background, so a slow
+    framework import overlaps with other work instead of delaying the first ``call``."""
+    key = tuple(sorted((env or {}).items()))
+    with _LOCK:
+        worker = _WORKERS.get(key)
+        if worker is None or worker.process.poll() is not None:
+            _WORKERS[key] = _Worker(dict(env or {}), tuple(preload))
 
 
 def call(target: str, *args, env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT, **kwargs):
@@ -161,6 +172,11 @@ def _serve() -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = sys.stdin.buffer
+    for module in filter(None, os.environ.pop(_PRELOAD, "").split(",")):
+        try:
+            importlib.import_module(module)
+        except Exception:  # the first call imports it again and reports the error to its caller
+            pass
     while True:
         header = requests.read(_HEADER.size)
         if len(header) < _HEADER.size:
