@@ -43,3 +43,21 @@ def swap_reset_and_update(params: GRUParams) -> GRUParams:
 PREVIOUS_AFTER = Convention("z_on_previous", "after")
 # What the registry finds when a test points it at this module: a port that silently flipped z.
 ADAPTER = ReferenceBackedAdapter(Convention("z_on_candidate", "after"), PREVIOUS_AFTER, name="fake")
+
+
+class LowPrecisionAdapter(ReferenceBackedAdapter):
+    """Right formula, but computed in float32 whatever was asked (as JAX does without x64)."""
+
+    def run(self, layer, x, h0=None, mask=None):
+        x32 = x.astype("float32")
+        layers32 = [[p.astype("float32") for p in layer_params] for layer_params in layer]
+        outputs, h_last = gru_stack(x32, layers32, self.computes, h0=None if h0 is None else h0.astype("float32"),
+                                    mask=mask, dtype="float32")
+        return ForwardResult(outputs.astype(x.dtype), h_last.astype(x.dtype))
+
+
+class CrashingAdapter(ReferenceBackedAdapter):
+    """Builds, then fails to run, as a broken install would."""
+
+    def run(self, layer, x, h0=None, mask=None):
+        raise RuntimeError("kernel not registered for this dtype")

@@ -1,0 +1,92 @@
+"""The verdict banner lists a planted finding of each kind, each linked to evidence that exists,
+is green only when there is nothing to report, and ``report.md`` says the same."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from adapters import LayerConfig
+from reference import Convention
+from reports.html import build_report, render_html, write_report
+from reports.markdown import render_markdown
+from reports.matrix import DEFAULT_CASE, ConfigResult, UnavailableFramework, compare_configuration
+
+from .fake_adapters import PREVIOUS_AFTER, CrashingAdapter, LowPrecisionAdapter, ReferenceBackedAdapter
+
+PREVIOUS_BEFORE = Convention("z_on_previous", "before")
+FIXED_TIME = "2026-01-01T00:00:00+00:00"
+
+
+def _row(adapter, dtype=np.float64):
+    config = adapter.configurations()[0]
+    try:
+        return compare_configuration(adapter, config, dtype)
+    except Exception as error:  # what run_matrix does with a configuration that fails
+        failed = ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), DEFAULT_CASE)
+        failed.error = f"{type(error).__name__}: {error}"
+        return failed
+
+
+def _planted_rows():
+    return [
+        _row(ReferenceBackedAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="honest")),
+        _row(ReferenceBackedAdapter(PREVIOUS_BEFORE, PREVIOUS_AFTER, name="misdocumented")),
+        _row(LowPrecisionAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="float32-only")),
+        _row(CrashingAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="crashing")),
+        UnavailableFramework("ghost", "ghost is not installed (No module named 'ghost')"),
+    ]
+
+
+def _ids(html: str) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', html))
+
+
+def test_each_kind_of_finding_is_listed_in_the_banner_with_a_working_link():
+    report = build_report(_planted_rows(), FIXED_TIME)
+    html = render_html(report)
+    kinds = {f.kind: f for f in report.verdict.findings}
+    assert set(kinds) == {"documentation", "precision", "failure", "unavailable"}, report.verdict.findings
+    assert kinds["documentation"].label.startswith("misdocumented:") and "z_on_previous+reset_before" in kinds["documentation"].text
+    assert "float32 where float64 was asked" in kinds["precision"].text
+    assert "kernel not registered" in kinds["failure"].text
+    assert kinds["unavailable"].label == "ghost"
+    assert not report.verdict.ok and "ATTENTION" in html and 'class="banner"' in html
+    banner = html[html.index('<header id="verdict"') : html.index("</header>")]
+    ids = _ids(html)
+    for finding in report.verdict.findings:
+        assert f'href="#{finding.anchor}"' in banner, finding
+        assert finding.anchor in ids, f"{finding} links to a missing anchor"
+    # The honest row is not a finding and its evidence stays collapsed; the others open.
+    assert re.search(r'<details class="config" id="honest-fakegru-float64">', html)
+    for name in ("misdocumented", "float32-only", "crashing"):
+        assert re.search(rf'<details class="config finding" id="{name}-fakegru-float64" open>', html), name
+
+
+def test_the_banner_is_green_only_when_there_is_nothing_to_report():
+    clean = build_report([_row(ReferenceBackedAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="honest"))], FIXED_TIME)
+    assert clean.verdict.ok and "All clear" in clean.verdict.headline
+    html = render_html(clean)
+    assert 'class="banner ok"' in html and "PASS" in html and 'id="findings"' not in html
+    assert "No findings" in render_markdown(clean)
+    unavailable_only = build_report([UnavailableFramework("ghost", "not installed")], FIXED_TIME)
+    assert not unavailable_only.verdict.ok
+
+
+def test_stable_anchors_name_framework_configuration_and_dtype():
+    row = _row(ReferenceBackedAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="torch"))
+    row.config = LayerConfig(framework="torch", name="nn.GRU(batch_first=True)", claimed=PREVIOUS_AFTER)
+    report = build_report([row], FIXED_TIME)
+    assert report.sections[0].anchor == "torch-nn-gru-batch-first-true-float64"
+
+
+def test_report_md_carries_the_verdict_and_the_findings_table(tmp_path):
+    write_report(_planted_rows(), tmp_path, FIXED_TIME)
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("## ⚠️ GRU equivalence report")
+    assert "| kind | configuration | finding |" in markdown
+    for kind in ("documentation", "precision", "failure", "unavailable"):
+        assert f"| {kind} | [" in markdown, kind
+    assert "(index.html#misdocumented-fakegru-float64)" in markdown
+    assert (tmp_path / "index.html").exists() and (tmp_path / "report.json").exists()
