@@ -53,6 +53,28 @@ def bench_keras_gru(benchmark, workload, shape, dtype):
     np.testing.assert_allclose(np.asarray(h_last), expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("shape,dtype", CASES)
+def bench_gemm_floor(benchmark, workload, shape, dtype):
+    """Only the matrix products a reset-after forward needs (one input projection for all steps, one
+    recurrent product a step), into preallocated buffers: the floor that elementwise work sits on."""
+    params, x, h0 = workload(shape, dtype)
+    batch, time, input_size = x.shape
+    hidden = params.hidden_size
+    W = np.asfortranarray(np.concatenate([params.W_z, params.W_r, params.W_h], axis=1))
+    U = np.asfortranarray(np.concatenate([params.U_z, params.U_r, params.U_h], axis=1))
+    x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(time * batch, input_size)
+    projection, recurrent = np.empty((time * batch, 3 * hidden), dtype), np.empty((batch, 3 * hidden), dtype)
+
+    def gemms():
+        np.matmul(x_rows, W, out=projection)
+        for _ in range(time):
+            np.matmul(h0, U, out=recurrent)
+        return recurrent
+
+    benchmark.group = f"forward {shape} {np.dtype(dtype).name}"
+    assert np.isfinite(benchmark(gemms)).all()
+
+
 @pytest.mark.parametrize("steps", [2_500, 5_000, 10_000])
 def bench_reference_steps(benchmark, workload, steps):
     """Time per step must not grow with the sequence (the summary prints us/step)."""

@@ -51,16 +51,23 @@ def pytest_terminal_summary(terminalreporter, config):
     for (group, name), seconds in times.items():
         groups[group][name] = seconds
     lines = []
+    comparisons = (
+        ("bench_reference_forward", "bench_torch_gru", "reference / torch nn.GRU"),
+        ("bench_reference_forward", "bench_keras_gru", "reference / Keras GRU"),
+        ("bench_reference_forward", "bench_gemm_floor", "reference / its bare GEMMs"),
+        ("bench_torch_gru", "bench_gemm_floor", "torch nn.GRU / the same GEMMs"),
+        ("bench_reference_backward", "bench_torch_autograd", "reference backward / torch autograd (forward + backward)"),
+    )
     for group, by_name in sorted(groups.items()):
-        reference = by_name.get("bench_reference_forward")
-        for other, label in (("bench_torch_gru", "torch nn.GRU"), ("bench_keras_gru", "Keras GRU")):
-            if reference and other in by_name:
-                lines.append(f"{group}: reference / {label} = {reference / by_name[other]:.2f} "
-                             f"({reference * 1e3:.1f} ms vs {by_name[other] * 1e3:.1f} ms)")
-        steps = {int(n.rsplit("_", 1)[1]): s for n, s in by_name.items() if n.startswith("bench_reference_steps_")}
-        if steps:
-            per_step = ", ".join(f"{t} steps: {s / t * 1e6:.1f} us/step" for t, s in sorted(steps.items()))
-            lines.append(f"{group}: {per_step}")
+        for mine, other, label in comparisons:
+            if mine in by_name and other in by_name:
+                lines.append(f"{group}: {label} = {by_name[mine] / by_name[other]:.2f} "
+                             f"({by_name[mine] * 1e3:.1f} ms vs {by_name[other] * 1e3:.1f} ms)")
+        for prefix in ("bench_reference_steps_", "bench_reference_backward_steps_"):
+            steps = {int(n.rsplit("_", 1)[1]): s for n, s in by_name.items() if n.startswith(prefix)}
+            if steps:
+                per_step = ", ".join(f"{t} steps: {s / t * 1e6:.1f} us/step" for t, s in sorted(steps.items()))
+                lines.append(f"{group}: {per_step}")
     if lines:
         terminalreporter.write_sep("-", "gru-equivalence ratios (min times, same session)")
         for line in lines:
