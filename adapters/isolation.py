@@ -51,6 +51,10 @@ class WorkerCrashed(RuntimeError):
         self.status = status
         self.output = output
 
+    def __reduce__(self):
+        # The default rebuilds from ``args`` (the message alone), which this __init__ cannot take.
+        return type(self), (self.target, self.status, self.output)
+
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
@@ -73,6 +77,7 @@ class _Worker:
             [sys.executable, "-m", "adapters.isolation"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=environment, cwd=root,
         )
+        self.used = False
 
     def output(self) -> str:
         self.log.seek(0)
@@ -93,6 +98,7 @@ class _Worker:
         return b"".join(chunks)
 
     def request(self, target: str, payload: bytes, timeout: float):
+        self.used = True
         try:
             self.process.stdin.write(_HEADER.pack(len(payload)) + payload)
             self.process.stdin.flush()
@@ -107,6 +113,10 @@ class _Worker:
             raise WorkerCrashed(target, _describe_exit(code), self.output()) from None
 
     def close(self) -> None:
+        if self.process.poll() is None and not self.used:
+            # Started ahead of need and never called: do not wait for its preload import to finish.
+            self.process.kill()
+            self.process.wait()
         if self.process.poll() is None:
             try:
                 self.process.stdin.close()
@@ -190,7 +200,9 @@ def _serve() -> None:
         except BaseException as error:  # everything goes back to the caller; the worker keeps serving
             text = traceback.format_exc()
             try:
-                pickle.dumps(error)
+                # A round trip, not just dumps: an exception whose __init__ takes other arguments
+                # than its message pickles fine and fails to load in the caller.
+                pickle.loads(pickle.dumps(error))
                 reply = (False, error, text)
             except Exception:
                 reply = (False, f"{type(error).__name__}: {error}", text)

@@ -10,9 +10,13 @@ own rounding.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from .params import check_float_array, describe_value
 
 TOLERANCES: dict[np.dtype, tuple[float, float]] = {
     # float32 (eps 1.2e-7): each step rounds three matmuls, a sigmoid/tanh and the blend, and
@@ -29,12 +33,24 @@ SEPARATION_FACTOR = 100.0
 
 
 def tolerance_for(dtype) -> tuple[float, float]:
-    dtype = np.dtype(dtype)
+    valid = ", ".join(str(d) for d in TOLERANCES)
     try:
-        return TOLERANCES[dtype]
+        resolved = None if dtype is None or isinstance(dtype, bool) else np.dtype(dtype)
+    except (TypeError, ValueError):
+        resolved = None
+    if resolved is None:
+        raise TypeError(f"dtype={dtype!r} is not a NumPy dtype; tolerances are defined for {valid}")
+    try:
+        return TOLERANCES[resolved.newbyteorder("=")]
     except KeyError:
-        valid = ", ".join(str(d) for d in TOLERANCES)
-        raise ValueError(f"no tolerance is defined for dtype {dtype}; valid: {valid}") from None
+        raise ValueError(f"no tolerance is defined for dtype {resolved}; valid: {valid}") from None
+
+
+def _check_tolerance(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {describe_value(value)}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -77,12 +93,19 @@ class Difference:
 
 
 def difference(name: str, actual, expected, axes: tuple[str, ...], rtol: float, atol: float) -> Difference:
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    """``actual`` may hold NaN or inf (the worst mismatch, reported as such) and any float width;
+    ``expected`` is the reference: finite float32/float64. Both non-empty, of one shape."""
+    actual = check_float_array(f"actual_{name}", actual, finite=False, any_float=True).astype(np.float64)
+    expected = check_float_array(f"expected_{name}", expected).astype(np.float64)
     if actual.shape != expected.shape:
         raise ValueError(f"{name}: actual shape {actual.shape} differs from expected shape {expected.shape}")
+    if actual.size == 0:
+        raise ValueError(f"{name} is empty (shape {actual.shape}): there is nothing to compare, so no verdict")
+    if isinstance(axes, str) or not all(isinstance(axis, str) for axis in axes):
+        raise TypeError(f"{name}: axes must be a tuple of axis names, got {axes!r}")
     if len(axes) != actual.ndim:
         raise ValueError(f"{name}: {len(axes)} axis names for a {actual.ndim}-d array")
+    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     gap = np.abs(actual - expected)
     gap = np.where(np.isnan(gap), np.inf, gap)  # a NaN output is the worst possible mismatch
     bad = gap > atol + rtol * np.abs(expected)
@@ -148,6 +171,8 @@ def compare_forward(actual_outputs, actual_h_last, expected_outputs, expected_h_
     """
     rtol, atol = tolerance_for(dtype)
     outputs = None
+    if actual_outputs is not None and expected_outputs is None:
+        raise TypeError("actual_outputs were given but expected_outputs is None; pass the reference's outputs too")
     if actual_outputs is not None:
         outputs = difference("outputs", actual_outputs, expected_outputs, OUTPUT_AXES, rtol, atol)
     return ForwardDifference(outputs, difference("h_last", actual_h_last, expected_h_last, STATE_AXES, rtol, atol))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conventions import Convention, as_convention
-from .params import GRUParams
+from .params import GRUParams, check_params
 
 
 def flip_update_weighting(params: GRUParams) -> GRUParams:
@@ -19,6 +19,7 @@ def flip_update_weighting(params: GRUParams) -> GRUParams:
     the same function as a ``z_on_previous`` GRU with ``flip_update_weighting(params)`` (same
     reset placement), and vice versa: the transform is its own inverse.
     """
+    params = check_params(params)
     return params.replace(W_z=-params.W_z, U_z=-params.U_z, b_z=-params.b_z, c_z=-params.c_z)
 
 
@@ -29,6 +30,7 @@ def fold_recurrent_biases(params: GRUParams, convention: Convention | str) -> GR
     always fold. ``c_h`` folds only under reset-before, where it sits outside ``r * ...``; under
     reset-after it is scaled by ``r`` and a non-zero ``c_h`` is refused.
     """
+    params = check_params(params)
     convention = as_convention(convention)
     if convention.reset == "after" and np.any(params.c_h != 0):
         raise ValueError(

@@ -42,6 +42,12 @@ def adapter_or_skip(name: str) -> adapters.Adapter:
         pytest.skip(unavailable.reason)
 
 
+def module_or_skip(name: str):
+    """Import ``name`` for a test, or skip it saying why. Any ImportError skips (a framework that is
+    absent, hidden, or broken on import), not only the ModuleNotFoundError of pytest's default."""
+    return pytest.importorskip(name, reason=f"{name} is not installed or cannot be imported", exc_type=ImportError)
+
+
 def run_console_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the installed ``gru-equiv`` the way a user does (a fresh process)."""
     executable = shutil.which("gru-equiv", path=str(Path(sys.executable).parent))

@@ -56,7 +56,7 @@ def test_build_refuses_parameters_of_the_wrong_structure(framework):
     with pytest.raises(ValueError, match="needs 1 layer\\(s\\) x 1 direction\\(s\\), the parameters have 2 x 1"):
         adapter.build(config, random_layers(3, 4, num_layers=2), np.float32)
     with pytest.raises(ValueError, match="dtype float16 is not supported"):
-        adapter.build(config, random_layers(3, 4, dtype=np.float16), np.float16)
+        adapter.build(config, random_layers(3, 4), np.float16)
 
 
 def _check_user_model(adapter, layer, x, h0=None, mask=None):
