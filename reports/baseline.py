@@ -7,7 +7,16 @@ so CI notices a framework that changes its formula, or drifts numerically, after
 - a configuration whose matched convention changed fails, naming the old and the new formula;
 - a matched error that grew beyond ``ERROR_GROWTH_FACTOR`` times its baseline fails (baselines
   below ``ROUNDING_FLOOR_EPS`` machine epsilons count as that floor: rounding noise is not drift);
-- a different framework version with the same convention and errors in bounds passes, with a note.
+- a different framework version with the same convention and errors in bounds passes, with a note;
+- a row that failed to run (a contained crash) is recorded as such: it passes while it still fails,
+  and fails when it starts to run or another row starts to fail;
+- an entry that no longer corresponds to any configuration that ran (its framework available) fails,
+  and so does a configuration that ran without an entry, unless ``allow_new``;
+- a baseline that covers nothing that ran fails: it never prints "passed" for zero comparisons.
+
+``load`` refuses, before any matrix runs, a file that is missing, a directory, not UTF-8, not
+JSON (truncated), holds NaN or Infinity, or does not match ``baseline.schema.json`` (no entries,
+a missing key, a negative error, a duplicate entry): ``BaselineError`` names the file and the problem.
 
 Rows are the ``to_json()`` dicts that ``gru-equiv check --json`` prints.
 """
@@ -27,10 +36,15 @@ import numpy as np
 from reference import Convention
 
 BASELINE_PATH = Path(__file__).with_name("baseline.json")
+SCHEMA_PATH = Path(__file__).with_name("baseline.schema.json")
 # Matched errors are rounding noise (1e-7 in float32, 1e-16 in float64); a BLAS or compiler
 # change can move them several-fold, a formula or precision change moves them by orders of magnitude.
 ERROR_GROWTH_FACTOR = 10.0
 ROUNDING_FLOOR_EPS = 16
+
+
+class BaselineError(ValueError):
+    """The baseline file cannot be used; the message names the file and the problem."""
 
 
 def _key(row: dict) -> tuple[str, str, str]:
@@ -44,19 +58,22 @@ def record(rows: list[dict]) -> dict:
         version = "unknown"
     entries = []
     for row in rows:
-        if "unavailable" in row or row.get("error"):
+        if "unavailable" in row:
             continue
-        matched = row["matched"]
-        entries.append({
+        matched = row.get("matched")
+        entry = {
             "framework": row["framework"],
             "config": row["config"],
             "dtype": row["dtype"],
             "versions": row["versions"],
             "matched": matched,
             "matched_error": row["errors"][matched] if matched else None,
-            "errors": row["errors"],
+            "errors": row.get("errors") or {},
             "margin": row.get("margin"),
-        })
+        }
+        if row.get("error"):
+            entry["error"] = row["error"]
+        entries.append(entry)
     return {
         "tool_version": version,
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -91,25 +108,42 @@ class BaselineCheck:
         return "\n".join(lines)
 
 
-def check(baseline: dict, rows: list[dict]) -> BaselineCheck:
+def _failed_to_run(error: str) -> str:
+    """The stable part of a run failure (its first line: a crash's signal, not its log)."""
+    return error.splitlines()[0] if error else ""
+
+
+def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> BaselineCheck:
     result = BaselineCheck()
     recorded = {_key(e): e for e in baseline["entries"]}
     factor = baseline.get("error_growth_factor", ERROR_GROWTH_FACTOR)
+    ran_frameworks = {row["framework"] for row in rows if "unavailable" not in row}
+    unavailable = {row["framework"] for row in rows if "unavailable" in row}
     seen = set()
+    compared = 0
     for row in rows:
         if "unavailable" in row:
             result.notes.append(f"{row['framework']} is unavailable here ({row['unavailable']}); its baseline is not checked")
-            seen.update(k for k in recorded if k[0] == row["framework"])
             continue
         key = _key(row)
         seen.add(key)
         label = f"{row['framework']} {row['config']} [{row['dtype']}]"
-        if row.get("error"):
-            result.failures.append(f"{label} failed to run: {row['error']}")
-            continue
         old = recorded.get(key)
         if old is None:
-            result.notes.append(f"{label} is not in the baseline (new configuration); run `gru-equiv baseline --update`")
+            message = f"{label} is not in the baseline (new configuration); run `gru-equiv baseline --update`"
+            (result.notes if allow_new else result.failures).append(
+                message if allow_new else message + " (or pass --allow-new)")
+            continue
+        compared += 1
+        if row.get("error") or old.get("error"):
+            if not old.get("error"):
+                result.failures.append(f"{label} failed to run: {row['error']}")
+            elif not row.get("error"):
+                result.failures.append(
+                    f"{label} runs now (matched {row['matched'] or 'no convention'}); the baseline recorded that it "
+                    f"failed to run: {_failed_to_run(old['error'])}; run `gru-equiv baseline --update`")
+            else:
+                result.notes.append(f"{label} still fails to run, as recorded: {_failed_to_run(row['error'])}")
             continue
         versions = ", ".join(f"{k} {old['versions'].get(k, '?')} -> {v}" for k, v in row["versions"].items()
                              if old["versions"].get(k) != v)
@@ -133,18 +167,71 @@ def check(baseline: dict, rows: list[dict]) -> BaselineCheck:
         if versions:
             result.notes.append(f"{label}: {versions}; same convention, errors within bounds")
     for key in sorted(set(recorded) - seen):
-        result.notes.append(f"{key[0]} {key[1]} [{key[2]}] is in the baseline but was not run")
+        label = f"{key[0]} {key[1]} [{key[2]}]"
+        if key[0] in ran_frameworks:
+            result.failures.append(
+                f"{label} is in the baseline but no such configuration ran: renamed or removed? "
+                f"run `gru-equiv baseline --update`")
+        elif key[0] not in unavailable:
+            result.notes.append(f"{label} is in the baseline but its framework was not selected")
+    if compared == 0:
+        result.failures.append(
+            f"the baseline covers nothing that ran: none of its {len(recorded)} entries matches a configuration of "
+            f"this run ({len(rows)} row(s)); nothing was compared")
     return result
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"the non-finite number {name} (JSON has no NaN or Infinity; errors are finite and >= 0)")
+
+
 def load(path: str | Path | None = None) -> dict:
-    path = Path(path or BASELINE_PATH)
+    """The baseline at ``path``, validated; ``BaselineError`` names the file and what is wrong."""
+    from jsonschema import Draft202012Validator
+
+    path = Path(BASELINE_PATH if path is None else path)
+    where = f"baseline {path}"
+    if str(path).strip() in ("", "."):
+        raise BaselineError("--path is empty; give the baseline file, e.g. reports/baseline.json")
+    if path.is_dir():
+        raise BaselineError(f"{where} is a directory; give the baseline file, e.g. {path / 'baseline.json'}")
     if not path.exists():
-        raise FileNotFoundError(f"no baseline at {path}; record one with `gru-equiv baseline --update`")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise BaselineError(f"no {where}; record one with `gru-equiv baseline --update`")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise BaselineError(f"{where} cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise BaselineError(f"{where} is not UTF-8 text (byte {error.start}: {error.reason}); "
+                            f"re-record it with `gru-equiv baseline --update`") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise BaselineError(f"{where} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                            f"truncated? re-record it with `gru-equiv baseline --update`") from None
+    except ValueError as error:
+        raise BaselineError(f"{where} holds {error}") from None
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    problems = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        at = "/".join(str(p) for p in first.absolute_path) or "the top level"
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BaselineError(f"{where} does not match {SCHEMA_PATH.name} at {at}: {first.message}{more}")
+    keys = [_key(entry) for entry in data["entries"]]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        framework, config, dtype = duplicates[0]
+        raise BaselineError(f"{where} has more than one entry for {framework} {config} [{dtype}]")
+    for entry in data["entries"]:
+        if entry["matched"] is not None and entry["matched_error"] != entry["errors"].get(entry["matched"]):
+            raise BaselineError(f"{where}: {entry['framework']} {entry['config']} [{entry['dtype']}] has matched_error "
+                                f"{entry['matched_error']} but errors[{entry['matched']!r}] is "
+                                f"{entry['errors'].get(entry['matched'])}")
+    return data
 
 
 def save(baseline: dict, path: str | Path | None = None) -> Path:
-    path = Path(path or BASELINE_PATH)
+    path = Path(BASELINE_PATH if path is None else path)
     path.write_text(json.dumps(baseline, indent=2) + "\n", encoding="utf-8")
     return path

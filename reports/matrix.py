@@ -266,6 +266,8 @@ def run_matrix(
                     failed = ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), case)
                     failed.error = f"{type(error).__name__}: {error}"
                     rows.append(failed)
-    if unknown_names and not any(isinstance(r, UnavailableFramework) for r in rows):
-        raise ValueError(f"unknown configuration(s) {sorted(unknown_names)}; `gru-equiv list` shows the valid names")
+    if unknown_names:
+        unavailable = [r.framework for r in rows if isinstance(r, UnavailableFramework)]
+        hint = f" (unavailable, so not searched: {', '.join(unavailable)})" if unavailable else ""
+        raise ValueError(f"unknown configuration(s) {sorted(unknown_names)}{hint}; `gru-equiv list` shows the valid names")
     return rows

@@ -57,31 +57,37 @@ def test_a_new_framework_version_with_the_same_formula_passes_with_a_note(commit
     assert any("torch" in n and "-> 9.9.9; same convention, errors within bounds" in n for n in result.notes)
 
 
-def test_unavailable_and_new_configurations_are_notes_not_failures(committed, check_json):
+def test_unavailable_frameworks_are_notes_and_new_configurations_fail_unless_allowed(committed, check_json):
     rows = [r for r in check_json if r["framework"] != "keras"] + [{"framework": "keras", "unavailable": "not installed"}]
-    rows.append({**rows[0], "config": "nn.GRU(proj)", "dtype": "float32"})
-    result = baseline.check(committed, rows)
+    torch_row = next(r for r in rows if r["framework"] == "torch")
+    rows.append({**torch_row, "config": "nn.GRU(proj)", "dtype": "float32"})
+    result = baseline.check(committed, rows, allow_new=True)
     assert result.passed, result.describe()
     assert any("keras is unavailable" in n for n in result.notes)
     assert any("nn.GRU(proj) [float32] is not in the baseline" in n for n in result.notes)
+    strict = baseline.check(committed, rows)
+    assert [f for f in strict.failures if "nn.GRU(proj) [float32] is not in the baseline" in f and "--allow-new" in f]
 
 
 def test_baseline_cli_update_then_check_and_a_tampered_file_fails(tmp_path, capsys, monkeypatch):
-    import reports.cli
+    import reports.commands.baseline as command
 
-    real_run_matrix = reports.cli.run_matrix
+    real_run_matrix = command.run_matrix
     # The CLI wiring, on two configurations: the whole matrix is covered by the tests above.
-    monkeypatch.setattr(reports.cli, "run_matrix", lambda frameworks, dtypes, case, configs, progress: real_run_matrix(
+    monkeypatch.setattr(command, "run_matrix", lambda frameworks, dtypes, case, configs, progress: real_run_matrix(
         ["torch"], dtypes, case, ["nn.GRUCell", "nn.GRU(bias=False)"], progress))
     path = tmp_path / "baseline.json"
     assert main(["baseline", "--update", "--path", str(path), "--quiet"]) == 0
     recorded = json.loads(path.read_text())
     assert recorded["machine"]["cpu_count"] and recorded["tool_version"] and recorded["entries"]
     assert main(["baseline", "--check", "--path", str(path), "--quiet"]) == 0
-    recorded["entries"][0]["matched"] = "z_on_candidate+reset_after"
+    entry = recorded["entries"][0]
+    entry["matched"] = "z_on_candidate+reset_after"
+    entry["matched_error"] = entry["errors"]["z_on_candidate+reset_after"]
     path.write_text(json.dumps(recorded))
     capsys.readouterr()
     assert main(["baseline", "--check", "--path", str(path), "--quiet"]) == 1
     assert "FAIL:" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no baseline at"):
+    with pytest.raises(SystemExit) as info:
         main(["baseline", "--check", "--path", str(tmp_path / "missing.json")])
+    assert info.value.code == 2 and "no baseline " in capsys.readouterr().err

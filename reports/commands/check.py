@@ -1,0 +1,34 @@
+"""``gru-equiv check``: every selected configuration against the four conventions, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..matrix import ConfigResult
+from ..selection import run_selection
+from ..table import render_conventions, render_table
+from . import add_selection_arguments, progress_printer
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("check", help="measure every framework configuration against the four conventions")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_selection_arguments(parser)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a configuration does not match its documentation")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    progress = progress_printer(args.json or args.quiet)
+    rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress)
+    if args.json:
+        json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
+        print()
+    else:
+        print(render_table(rows))
+        print()
+        print(render_conventions())
+    failed = [r for r in rows if isinstance(r, ConfigResult) and (r.error or r.matched != r.claimed)]
+    return 1 if failed and args.strict else 0
