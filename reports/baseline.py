@@ -6,7 +6,7 @@ so CI notices a framework that changes its formula, or drifts numerically, after
 
 - a configuration whose matched convention changed fails, naming the old and the new formula;
 - a matched error that grew beyond ``ERROR_GROWTH_FACTOR`` times its baseline fails (baselines
-  below ``ROUNDING_FLOOR_EPS`` machine epsilons count as that floor: rounding noise is not drift);
+  below ``DRIFT_FLOOR[dtype]`` count as that floor: rounding noise is not drift);
 - a different framework version with the same convention and errors in bounds passes, with a note;
 - a row that failed to run (a contained crash) is recorded as such: it passes while it still fails,
   and fails when it starts to run or another row starts to fail;
@@ -40,7 +40,15 @@ SCHEMA_PATH = Path(__file__).with_name("baseline.schema.json")
 # Matched errors are rounding noise (1e-7 in float32, 1e-16 in float64); a BLAS or compiler
 # change can move them several-fold, a formula or precision change moves them by orders of magnitude.
 ERROR_GROWTH_FACTOR = 10.0
-ROUNDING_FLOOR_EPS = 16
+# The smallest baseline error the growth factor is applied to, per dtype: 16 machine epsilons *of that
+# dtype*. A matched error is the largest |difference| over outputs of magnitude <= 1 after a 7-step
+# recurrence; each step adds a few rounding errors of the computed dtype, so a correct row lands at
+# 1-10 eps and can move between those when only the summation order changes (another BLAS, another
+# CPU). Below 16 eps a recorded error says nothing about drift, so it is raised to this floor:
+#   float32: 16 * 2**-23 = 1.9e-6, so growth is tolerated up to 10 x max(baseline, 1.9e-6) >= 1.9e-5;
+#   float64: 16 * 2**-52 = 3.6e-15, so up to 10 x max(baseline, 3.6e-15) >= 3.6e-14.
+# A float64 row computed in float32 (1e-7) or a formula change (1e-1) is far beyond either.
+DRIFT_FLOOR = {"float32": 16 * float(np.finfo(np.float32).eps), "float64": 16 * float(np.finfo(np.float64).eps)}
 
 
 class BaselineError(ValueError):
@@ -96,13 +104,18 @@ def _formula(convention_id: str | None) -> str:
 class BaselineCheck:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    compared: int = 0
+    not_checked: list[str] = field(default_factory=list)  # unavailable frameworks: never counted as passed
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
     def describe(self) -> str:
-        lines = [f"baseline check: {'passed' if self.passed else 'FAILED'}"]
+        verdict = "passed" if self.passed else "FAILED"
+        lines = [f"baseline check: {verdict} ({self.compared} row(s) compared)"]
+        if self.not_checked:
+            lines.append(f"  NOT CHECKED here (unavailable, so neither passed nor failed): {'; '.join(self.not_checked)}")
         lines += [f"  FAIL: {f}" for f in self.failures]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -123,6 +136,7 @@ def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> Baseline
     compared = 0
     for row in rows:
         if "unavailable" in row:
+            result.not_checked.append(f"{row['framework']} ({row['unavailable']})")
             result.notes.append(f"{row['framework']} is unavailable here ({row['unavailable']}); its baseline is not checked")
             continue
         key = _key(row)
@@ -154,7 +168,7 @@ def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> Baseline
             )
             continue
         if row["matched"] is not None:
-            floor = ROUNDING_FLOOR_EPS * float(np.finfo(np.dtype(row["dtype"])).eps)
+            floor = DRIFT_FLOOR[row["dtype"]]
             allowed = factor * max(old["matched_error"], floor)
             current = row["errors"][row["matched"]]
             if current > allowed:
@@ -174,6 +188,7 @@ def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> Baseline
                 f"run `gru-equiv baseline --update`")
         elif key[0] not in unavailable:
             result.notes.append(f"{label} is in the baseline but its framework was not selected")
+    result.compared = compared
     if compared == 0:
         result.failures.append(
             f"the baseline covers nothing that ran: none of its {len(recorded)} entries matches a configuration of "

@@ -45,6 +45,12 @@ def test_planted_error_growth_fails_and_rounding_noise_does_not(committed, check
     assert len(result.failures) == 1 and "grew from" in result.failures[0] and "beyond 10 x the baseline" in result.failures[0]
     row["errors"][row["matched"]] = 3e-15  # a BLAS that sums in another order
     assert baseline.check(committed, rows).passed
+    # The floor is per dtype: 10 x 16 float32 eps tolerates 1.5e-5 in float32, never in float64.
+    row32 = _first(rows, "keras", "GRU(reset_after=False)", "float32")
+    row32["errors"][row32["matched"]] = 1.5e-5
+    assert baseline.check(committed, rows).passed
+    row["errors"][row["matched"]] = 1.5e-13
+    assert not baseline.check(committed, rows).passed
 
 
 def test_a_new_framework_version_with_the_same_formula_passes_with_a_note(committed, check_json):
@@ -64,6 +70,7 @@ def test_unavailable_frameworks_are_notes_and_new_configurations_fail_unless_all
     result = baseline.check(committed, rows, allow_new=True)
     assert result.passed, result.describe()
     assert any("keras is unavailable" in n for n in result.notes)
+    assert "NOT CHECKED here (unavailable, so neither passed nor failed): keras (not installed)" in result.describe()
     assert any("nn.GRU(proj) [float32] is not in the baseline" in n for n in result.notes)
     strict = baseline.check(committed, rows)
     assert [f for f in strict.failures if "nn.GRU(proj) [float32] is not in the baseline" in f and "--allow-new" in f]
