@@ -34,6 +34,11 @@ JAX_DEFAULT_FLOAT32 = (
     "GRUCell(dtype=float64) is built and holds float32 (equinox/nn/_rnn.py:59-61); the '+ x64' rows compute in "
     "float64 (error ~2e-16)"
 )
+GRU_BLOCK_CELL_FLOAT32_ONLY = (
+    "tf.raw_ops.GRUBlockCell is registered for float32 only (tensorflow/core/ops/rnn_ops.cc:25-26, "
+    ".Attr(\"T: {float}\")); TF 2.21 refuses float64: \"Value for attr 'T' of double is not in the list of allowed "
+    "values: float\", so no formula or precision can be measured in float64"
+)
 PADDLE_BIAS_ATTR_CRASH = (
     "paddle.nn.GRU with bias_ih_attr=False or bias_hh_attr=False cannot run (paddlepaddle 3.3.1): RNNBase.__init__ "
     "zips the names of the parameters it keeps with all of them (paddle/nn/layer/rnn.py:1611-1619) and "
@@ -46,6 +51,8 @@ EXPECTED_FAILURES: dict[tuple[str, str, str, str], str] = {
        for pattern in ("*mask*", "RNN(GRUCell(*", "*reset_after=False*")},
     ("haiku", "!* + x64", "float64", "precision"): JAX_DEFAULT_FLOAT32,
     ("equinox", "!* + x64", "float64", "precision"): JAX_DEFAULT_FLOAT32,
+    ("tf-legacy", "tf.raw_ops.GRUBlockCell", "float64", "formula"): GRU_BLOCK_CELL_FLOAT32_ONLY,
+    ("tf-legacy", "tf.raw_ops.GRUBlockCell", "float64", "precision"): GRU_BLOCK_CELL_FLOAT32_ONLY,
     **{("paddle", "nn.GRU(bias_*", dtype, aspect): PADDLE_BIAS_ATTR_CRASH
        for dtype in ("float32", "float64") for aspect in ("formula", "precision")},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..ecosystem import build_ecosystem, render_ecosystem_text
 from ..selection import output_directory, run_selection
 from ..table import render_table
 from . import add_selection_arguments, progress_printer
@@ -21,6 +22,8 @@ def run(args) -> int:
     out = output_directory(args.out, "--out")  # before the matrix: a bad place costs no work
     rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress_printer(args.quiet))
     html_path, json_path = write_report(rows, out)
+    print(render_ecosystem_text(build_ecosystem(rows)))
+    print()
     print(render_table(rows))
     print()
     print(f"report written: {html_path.resolve()}\n          data: {json_path.resolve()}\n"
