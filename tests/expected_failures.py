@@ -32,7 +32,7 @@ JAX_DEFAULT_FLOAT32 = (
     "float64 request is computed in float32 (max abs error ~1e-7 where float64 stays below 2e-12); Haiku casts "
     "silently (haiku/_src/recurrent.py:568, parameters take the input's dtype :575-579), Equinox warns once when "
     "GRUCell(dtype=float64) is built and holds float32 (equinox/nn/_rnn.py:59-61); the '+ x64' rows compute in "
-    "float64 (error ~2e-16)"
+    "float64 (error ~2e-16); Flax's linen/nnx GRUCell(dtype=param_dtype=float64) likewise hold float32 parameters"
 )
 GRU_BLOCK_CELL_FLOAT32_ONLY = (
     "tf.raw_ops.GRUBlockCell is registered for float32 only (tensorflow/core/ops/rnn_ops.cc:25-26, "
@@ -49,6 +49,7 @@ EXPECTED_FAILURES: dict[tuple[str, str, str, str], str] = {
     ("keras-jax", "*", "float64", "precision"): KERAS_JAX_FLOAT32,
     **{("keras-torch", pattern, "float64", "precision"): KERAS_NON_TF_FLOAT64
        for pattern in ("*mask*", "RNN(GRUCell(*", "*reset_after=False*")},
+    ("flax", "!* + x64", "float64", "precision"): JAX_DEFAULT_FLOAT32,
     ("haiku", "!* + x64", "float64", "precision"): JAX_DEFAULT_FLOAT32,
     ("equinox", "!* + x64", "float64", "precision"): JAX_DEFAULT_FLOAT32,
     ("tf-legacy", "tf.raw_ops.GRUBlockCell", "float64", "formula"): GRU_BLOCK_CELL_FLOAT32_ONLY,
