@@ -39,6 +39,9 @@ class LayerConfig:
     variable-length semantics in words (derived from ``masked_output`` when empty).
     ``reference_options`` are extra keyword arguments of ``reference.gru_stack`` that the class
     needs modelled (another gate or candidate activation, a clip), as ``(name, value)`` pairs.
+    ``documentation_findings`` are places where the framework's documentation and its behaviour
+    disagree on something other than the formula (a bias the docstring names but the class lacks, a
+    wrong shape, a self-contradiction), each with its evidence (the source line, and what runs).
     """
 
     framework: str
@@ -59,6 +62,7 @@ class LayerConfig:
     layout: str = ""
     padding: str = ""
     reference_options: tuple[tuple[str, Any], ...] = field(default=())
+    documentation_findings: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         unknown = set(self.biases or ()) - set(ALL_BIASES)
@@ -116,6 +120,14 @@ class ForwardResult:
     h_last: np.ndarray
 
 
+class GradientsUnavailable(RuntimeError):
+    """The adapter cannot differentiate its layer (e.g. ONNX Runtime has no autodiff); ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Adapter(ABC):
     """Ports canonical parameters into a real framework layer and back, and runs it on NumPy input."""
 
@@ -145,6 +157,19 @@ class Adapter(ABC):
     def run(self, layer: Any, x: np.ndarray, h0: np.ndarray | None = None, mask: np.ndarray | None = None) -> ForwardResult:
         """Forward pass of ``layer`` on ``x (batch, time, input)``; ``h0 (layers*dirs, batch, hidden)``;
         ``mask (batch, time)`` bool, right-padded."""
+
+    def gradients(self, layer: Any, x: np.ndarray, h0: np.ndarray | None, mask: np.ndarray | None,
+                  d_outputs: np.ndarray | None, d_h_last: np.ndarray | None):
+        """The framework's own gradients of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)``, as a
+        ``reference.backward.StackGradients`` in canonical form: ``layers[l][d]`` a ``GRUParams`` of
+        gradients (a bias the class lacks: zeros), ``x (batch, time, input)`` and ``h0`` in ``run``'s
+        shapes. ``outputs`` and ``h_last`` are what ``run`` returns (outputs aligned with the input
+        time axis); ``d_outputs`` is None for a layer that returns no sequence. ``layer`` is never changed.
+
+        Raises ``GradientsUnavailable`` (with the reason) where the framework has no autodiff or the
+        adapter does not implement it; that is the default.
+        """
+        raise GradientsUnavailable(f"the {self.name or type(self).__name__} adapter does not compute gradients")
 
     def configuration(self, name: str) -> LayerConfig:
         for config in self.configurations():

@@ -78,13 +78,19 @@ NO_MASK = ("eqx.nn.GRUCell scanned by jax.lax.scan has no notion of padding (no 
 NOT_AVAILABLE_WARNING = ".*requested.* is not available.*"  # JAX, when float64 is asked for without x64
 
 
+USE_BIAS_DOC = (
+    "eqx.nn.GRUCell documents use_bias as \"Whether to add on a bias after each update\" (equinox/nn/_rnn.py:58), "
+    "but its biases are added inside the gates, before the update (:104-109); its docstring states no formula"
+)
+
+
 def _config(name: str, use_bias: bool = True, reverse: bool = False, x64: bool = False) -> LayerConfig:
     layout = (BIASED_LAYOUT if use_bias else UNBIASED_LAYOUT) + SCAN_NOTE.format(
         reverse=", reverse=True" if reverse else "")
     return LayerConfig(
         framework="equinox", name=name + (X64_SUFFIX if x64 else ""), claimed=CLAIMED, bias=use_bias,
         biases=EQX_BIASES if use_bias else (), reverse=reverse, claim_source=CLAIM_SOURCE, layout=layout,
-        options=(("use_bias", use_bias), ("x64", x64)),
+        options=(("use_bias", use_bias), ("x64", x64)), documentation_findings=(USE_BIAS_DOC,),
     )
 
 

@@ -134,6 +134,13 @@ def _name(api: str, kind: str, reverse: bool, keep_order: bool, masked: bool, x6
     return name + (" + seq_lengths (carry)" if masked else "") + (" + x64" if x64 else "")
 
 
+NNX_MISSING_BIAS = (
+    "nnx.GRUCell's docstring gives the candidate as tanh(W_in x + b_in + r * (W_hn h + b_hn)) "
+    "(flax/nnx/nn/recurrent.py:601, flax 0.12.8), but dense_h is built with use_bias=False (:686-687): the class "
+    "has no b_hn (c_h), so a linen or PyTorch GRU with a non-zero c_h cannot be ported into it (google/flax#5594)"
+)
+
+
 def _config(api: str, kind: str, reverse: bool = False, keep_order: bool = False, masked: bool = False,
             x64: bool = False) -> LayerConfig:
     layout = f"{CELL_LAYOUTS[api]}; {WRAPPERS[api, kind]}"
@@ -145,6 +152,7 @@ def _config(api: str, kind: str, reverse: bool = False, keep_order: bool = False
         biases=BIASES[api], claim_source=CLAIM_SOURCES[api], layout=layout,
         padding=MASKED_PADDING if masked else "",
         options=(("api", api), ("kind", kind), ("keep_order", keep_order), ("x64", x64)),
+        documentation_findings=(NNX_MISSING_BIAS,) if api == "nnx" else (),
     )
 
 

@@ -95,6 +95,12 @@ NO_MASK = (
 )
 
 
+GATE_NAMES_SWAPPED = (
+    "hk.GRU's docstring prose calls z_t and r_t \"reset and update gates\" (haiku/_src/recurrent.py:548), but its "
+    "equations and the code (:590, :593) make z the update gate and r the reset gate; the equations are right"
+)
+
+
 def _config(name: str, kind: str = "GRU", unroll: str = "dynamic", time_major: bool = False,
             x64: bool = False, **fields) -> LayerConfig:
     num_layers = fields.get("num_layers", 1)
@@ -110,6 +116,7 @@ def _config(name: str, kind: str = "GRU", unroll: str = "dynamic", time_major: b
         reverse=" (step 0 when reverse=True)" if reverse else "")
     options = (("kind", kind), ("unroll", unroll), ("time_major", time_major), ("x64", x64))
     return LayerConfig(
+        documentation_findings=(GATE_NAMES_SWAPPED,),
         framework="haiku", name=name + (X64_SUFFIX if x64 else ""), claimed=CLAIMED, biases=INPUT_BIASES,
         separate_recurrent_bias=False, claim_source=CLAIM_SOURCE, layout=layout, options=options, **fields,
     )

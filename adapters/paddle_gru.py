@@ -91,6 +91,12 @@ GRU_LAYOUT = (
 )
 
 
+GRU_DOC_SHAPE = (
+    f"the nn.GRU docstring gives weight_ih_l[k] the shape [hidden_size, input_size] ({SOURCE}:2191, paddlepaddle "
+    f"3.3.1); it is [3 * hidden_size, input_size] (the three gates stacked), as the class holds it"
+)
+
+
 def _bias_note(bias_ih: bool, bias_hh: bool) -> str:
     absent = [name for name, present in (("bias_ih", bias_ih), ("bias_hh", bias_hh)) if not present]
     return f"; {' and '.join(absent)} frozen at zero (attr=False)" if absent else ""
@@ -102,7 +108,9 @@ def _config(name: str, kind: str, bias_ih: bool = True, bias_hh: bool = True, ti
     claim, layout = (GRU_CLAIM, GRU_LAYOUT) if kind == "GRU" else (CELL_CLAIM, CELL_LAYOUT)
     if kind == "BiRNN":
         layout += "; direction 0 is cell_fw, 1 is cell_bw, states (h_fw, h_bw), outputs concatenated fw|bw"
+    findings = (GRU_DOC_SHAPE,) if kind == "GRU" else ()
     return LayerConfig(
+        documentation_findings=findings,
         framework="paddle", name=name, claimed=CLAIMED, bias=bool(biases), biases=biases,
         claim_source=claim, layout=layout + _bias_note(bias_ih, bias_hh),
         options=(("kind", kind), ("time_major", time_major), ("bias_ih", bias_ih), ("bias_hh", bias_hh)),

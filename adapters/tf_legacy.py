@@ -251,6 +251,19 @@ def from_tf1(gate_kernel, gate_bias, candidate_kernel, candidate_bias) -> GRUPar
 # ----------------------------------------------------------------- the configuration table
 
 
+TF1_EQUIVALENCE_CLAIM = (
+    "the TF1 GRUCell's deprecation warning says it \"is equivalent as tf.keras.layers.GRUCell\" "
+    "(tf_keras/src/layers/rnn/legacy_cells.py:524-530), but it computes reset before (:600-621) while "
+    "tf.keras.layers.GRUCell defaults to reset_after=True: on the same weights they differ by 0.15; it equals "
+    "GRUCell(reset_after=False) to 1.7e-16"
+)
+KERAS2_DOC_CONTRADICTION = (
+    "tf_keras.layers.GRU's class docstring says \"The default one ... has reset gate applied to hidden state before "
+    "matrix multiplication\" (tf_keras/src/layers/rnn/gru.py:419-422), but the default is reset_after=True "
+    "(:548, argument doc :505-506), and reset after is what runs"
+)
+
+
 def _tf1(name: str, runner: str, time_major: bool = False, **fields) -> LayerConfig:
     layout = TF1_LAYOUT
     if fields.get("num_layers", 1) > 1:
@@ -260,7 +273,7 @@ def _tf1(name: str, runner: str, time_major: bool = False, **fields) -> LayerCon
         layout = f"cell_fw and cell_bw, each: {layout}; states (h_fw, h_bw), outputs concatenated fw|bw"
     return LayerConfig(
         framework=FRAMEWORK, name=name, claimed=BEFORE, separate_recurrent_bias=False, biases=INPUT_BIASES,
-        claim_source=TF1_CLAIM, layout=layout,
+        claim_source=TF1_CLAIM, layout=layout, documentation_findings=(TF1_EQUIVALENCE_CLAIM,),
         options=(("family", "tf1"), ("runner", runner), ("time_major", time_major)),
         padding=TF1_ZERO_PADDING if fields.get("masked") else "", masked_output="zero", **fields,
     )
@@ -313,7 +326,9 @@ def _keras2(name: str, kind: str = "GRU", v1: bool = False, reset_after: bool | 
         layout=_keras2_layout(reset, bias, fields.get("num_layers", 1), bidirectional, fields.get("merge", "concat")),
         options=(("family", "keras2"), ("kind", kind), ("v1", v1), ("reset_after", reset), ("gate", gate_name),
                  ("time_major", time_major), ("explicit", tuple(sorted(explicit.items())))),
-        reference_options=reference_options, **fields,
+        reference_options=reference_options,
+        documentation_findings=(KERAS2_DOC_CONTRADICTION,) if not v1 and reset and "reset_after" not in name else (),
+        **fields,
     )
 
 

@@ -149,11 +149,13 @@ class ConfigResult:
         """What a reader must know about this row, as ``(kind, text)``; empty when it is as documented.
 
         Kinds, each a separate answer: ``failure`` (it did not run, or no formula fits),
-        ``documentation`` (it computes another formula than its documentation claims),
+        ``documentation`` (it computes another formula than its documentation claims, or the
+        documentation and the class disagree on something else: ``LayerConfig.documentation_findings``),
         ``precision`` (it computes at lower precision than requested).
         """
+        documented = [("documentation", text) for text in self.config.documentation_findings]
         if self.error:
-            return [("failure", f"failed to run: {self.error}")]
+            return [("failure", f"failed to run: {self.error}")] + documented
         identification = self.identification
         found = []
         if self.matched is None:
@@ -169,7 +171,7 @@ class ConfigResult:
                                            f"({self.config.claim_source or 'source not recorded'})"))
         if self.precision is not None and self.precision.lower_than_requested:
             found.append(("precision", self.precision.describe()))
-        return found
+        return found + documented
 
     def rerun_command(self) -> str:
         return (
