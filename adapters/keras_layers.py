@@ -300,6 +300,76 @@ class KerasAdapter(Adapter):
             outputs = np.ascontiguousarray(outputs)
         return ForwardResult(outputs, np.stack([keras.ops.convert_to_numpy(s) for s in finals]))
 
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """``tf.GradientTape`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` (Keras on TensorFlow only).
+
+        ``outputs``/``h_last`` are what ``run`` returns (``go_backwards`` outputs flipped back to input
+        order). The tape watches each cell's ``kernel``, ``recurrent_kernel`` and ``bias``, ``x`` and the
+        initial states; the weights' gradients map to canonical ``GRUParams`` through ``layouts.from_keras``
+        (a linear map). ``reset_after=False`` holds one bias ``(3H,)``: its gradient is that of ``b_*``,
+        and ``c_*``, which the layout lacks, are returned as zeros (``compare_gradients`` does not compare
+        them: they are not in the configuration's ``bias_fields``). ``use_bias=False``: all biases zero.
+        ``h0=None`` differentiates at zero initial states. Nothing of ``layer`` is changed.
+        """
+        from .base import GradientsUnavailable
+
+        if BACKEND != "tensorflow":
+            raise GradientsUnavailable(f"gradients are measured for Keras on TensorFlow only, not {BACKEND!r}")
+        import tensorflow as tf
+
+        from reference.backward import StackGradients
+
+        subs = self._runnable(layer)
+        cells = [_directions(sub)[0].cell for sub in subs]
+        slots = sum(len(_directions(sub)) for sub in subs)
+        x, h0, mask = check_run_inputs(
+            x, h0, mask, input_size=int(cells[0].kernel.shape[0]), hidden_size=cells[0].units,
+            slots=slots, dtype=subs[0].compute_dtype, what=" -> ".join(_layer_name(sub) for sub in subs),
+        )
+        dtype = subs[0].compute_dtype
+        if h0 is None:
+            h0 = np.zeros((slots, x.shape[0], cells[0].units), dtype)
+        mask_t = None if mask is None else tf.convert_to_tensor(mask)
+        x_t = tf.convert_to_tensor(x)
+        h0_t = tf.convert_to_tensor(h0)
+        variables = []  # (kernel, recurrent_kernel, bias or None) per (layer, direction)
+        for sub in subs:
+            for rnn in _directions(sub):
+                cell = rnn.cell
+                variables.append((cell.kernel, cell.recurrent_kernel, cell.bias if cell.use_bias else None))
+        watched = [v for triple in variables for v in triple if v is not None]
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            tape.watch(h0_t)
+            finals, slot, sequence = [], 0, x_t
+            for sub in subs:
+                rnns = _directions(sub)
+                initial = [h0_t[slot + d] for d in range(len(rnns))]
+                slot += len(rnns)
+                output, *states = sub(sequence, initial_state=initial, mask=mask_t)
+                finals += states
+                sequence = output
+            loss = tf.zeros((), dtype)
+            last = _directions(subs[-1])[0]
+            if d_outputs is not None and last.return_sequences:
+                outputs = sequence
+                if last.go_backwards and not isinstance(subs[-1], keras.layers.Bidirectional):
+                    outputs = tf.reverse(outputs, axis=[1])
+                loss += tf.reduce_sum(outputs * tf.convert_to_tensor(d_outputs, dtype))
+            if d_h_last is not None:
+                loss += tf.reduce_sum(tf.stack(finals) * tf.convert_to_tensor(d_h_last, dtype))
+        found = tape.gradient(loss, [x_t, h0_t, *watched], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        dx, dh0, *weight_grads = [np.asarray(g) for g in found]
+        grads = iter(weight_grads)
+        canonical = []
+        for sub in subs:
+            directions = []
+            for rnn in _directions(sub):
+                kernel, recurrent_kernel, bias = next(grads), next(grads), next(grads) if rnn.cell.use_bias else None
+                directions.append(layouts.from_keras(kernel, recurrent_kernel, bias, reset_after=rnn.cell.reset_after))
+            canonical.append(directions)
+        return StackGradients(canonical, dx, dh0)
+
     @staticmethod
     def _runnable(layer) -> list:
         """The stack's layers, once every one is checked runnable here; errors say which and how to fix it."""

@@ -301,6 +301,81 @@ class TorchAdapter(Adapter):
                 outputs = outputs.transpose(0, 1)
         return ForwardResult(_numpy(outputs), _numpy(h_n))
 
+    def gradients(self, layer: nn.Module, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """Autograd of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` on a deep copy of ``layer``.
+
+        ``outputs``/``h_last`` are what ``run`` returns (packed input pads outputs with zeros). The copy is
+        put in training mode when it has no dropout (cuDNN differentiates only in training mode), so the
+        user's module, its ``.grad`` and its mode are untouched. ``.grad`` of ``weight_ih_l{k}{_reverse}``
+        etc. maps back to canonical ``GRUParams`` through ``layouts.from_torch`` (a linear map, so it maps
+        gradients too); ``bias=False`` gives zero bias gradients. ``h0=None`` differentiates at zeros.
+        """
+        import copy
+
+        from reference.backward import StackGradients
+
+        _check_module(layer)
+        x, h0, mask = self._check_run_inputs(layer, x, h0, mask)
+        if getattr(layer, "dropout", 0) and layer.training:
+            raise ValueError(
+                f"the layer has dropout={layer.dropout} and is in training mode, so its outputs are random; "
+                f"call .eval() on it first (this adapter never changes your model)"
+            )
+        module = copy.deepcopy(layer)
+        module.train(not getattr(layer, "dropout", 0))
+        module.zero_grad(set_to_none=True)
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+        device = next(module.parameters()).device
+        dtype = next(module.parameters()).dtype
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
+        cell = isinstance(module, nn.GRUCell)
+        slots = 1 if cell else module.num_layers * (2 if module.bidirectional else 1)
+        x_t = as_tensor(x).requires_grad_(True)
+        h0_t = (torch.zeros(slots, x.shape[0], module.hidden_size, dtype=dtype, device=device) if h0 is None
+                else as_tensor(h0)).requires_grad_(True)
+        with torch.enable_grad():
+            if cell:
+                h, steps = h0_t[0], []
+                for t in range(x.shape[1]):
+                    h = module(x_t[:, t], h)
+                    steps.append(h)
+                outputs, h_n = torch.stack(steps, dim=1), h[None]
+            else:
+                inputs = x_t if module.batch_first else x_t.transpose(0, 1)
+                if mask is None:
+                    outputs, h_n = module(inputs, h0_t)
+                else:
+                    lengths = torch.from_numpy(mask_lengths(mask))
+                    packed = pack_padded_sequence(inputs, lengths, batch_first=module.batch_first, enforce_sorted=False)
+                    packed_outputs, h_n = module(packed, h0_t)
+                    outputs, _ = pad_packed_sequence(packed_outputs, batch_first=module.batch_first,
+                                                     total_length=x.shape[1])
+                if not module.batch_first:
+                    outputs = outputs.transpose(0, 1)
+            loss = torch.zeros((), dtype=dtype, device=device)
+            if d_outputs is not None:
+                loss = loss + (outputs * as_tensor(d_outputs)).sum()
+            if d_h_last is not None:
+                loss = loss + (h_n * as_tensor(d_h_last)).sum()
+            loss.backward()
+
+        def grad(tensor: torch.Tensor) -> np.ndarray:
+            return np.zeros(tuple(tensor.shape), _module_dtype(module)) if tensor.grad is None else _numpy(tensor.grad)
+
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if module.bias else 2]
+        if cell:
+            layers = [[layouts.from_torch(*(grad(getattr(module, name)) for name in names))]]
+        else:
+            layers = [
+                [layouts.from_torch(*(grad(getattr(module, f"{name}_l{index}{_suffix(direction)}")) for name in names))
+                 for direction in range(2 if module.bidirectional else 1)]
+                for index in range(module.num_layers)
+            ]
+        dx = np.zeros_like(x) if x_t.grad is None else _numpy(x_t.grad)
+        dh0 = np.zeros(tuple(h0_t.shape), x.dtype) if h0_t.grad is None else _numpy(h0_t.grad)
+        return StackGradients(layers, dx, dh0)
+
     @staticmethod
     def _run_cell(cell: nn.GRUCell, x: torch.Tensor, h0) -> ForwardResult:
         h = None if h0 is None else h0[0]

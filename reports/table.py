@@ -11,7 +11,9 @@ def _format_error(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def render_table(rows: list[ConfigResult | UnavailableFramework]) -> str:
+def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: dict | None = None) -> str:
+    """One line per row; ``gradients`` (``{id(row): GradientResult}``, from ``check --gradients``) adds a
+    gradient-verdict column, and without it the table is unchanged."""
     header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention", "margin")
     lines = []
     for row in rows:
@@ -40,6 +42,9 @@ def render_table(rows: list[ConfigResult | UnavailableFramework]) -> str:
             _format_error(best_diff.max_abs), f"{_format_error(other_diff.max_abs)} ({other.id})",
             f"{identification.margin:.3g}x",
         ))
+    if gradients is not None:
+        header += ("gradients",)
+        lines = [line + (gradients[id(row)].verdict if id(row) in gradients else "-",) for row, line in zip(rows, lines)]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

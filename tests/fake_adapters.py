@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 
 from adapters import Adapter, ForwardResult, LayerConfig
 from reference import Convention, GRUParams, flip_update_weighting, gru_stack
+from reference.params import FIELDS
 
 
 class ReferenceBackedAdapter(Adapter):
@@ -61,3 +63,68 @@ class CrashingAdapter(ReferenceBackedAdapter):
 
     def run(self, layer, x, h0=None, mask=None):
         raise RuntimeError("kernel not registered for this dtype")
+
+
+class ReferenceGradientsAdapter(ReferenceBackedAdapter):
+    """Right forward and right backward: the reference's own gradients (the meta-tests' control)."""
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        from reference.backward import gru_stack_grad
+
+        return gru_stack_grad(x, layer, self.computes, h0=h0, mask=mask, d_outputs=d_outputs, d_h_last=d_h_last,
+                              dtype=x.dtype)
+
+
+class DroppedBiasGradientAdapter(ReferenceGradientsAdapter):
+    """Right forward; its backward loses one bias's gradient (``dropped``, zero), as a port that forgot
+    to register a parameter would."""
+
+    def __init__(self, *args, dropped: str = "c_h", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dropped = dropped
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        from reference.backward import StackGradients
+
+        right = super().gradients(layer, x, h0, mask, d_outputs, d_h_last)
+        layers = [[p.replace(**{self.dropped: np.zeros_like(getattr(p, self.dropped))}) for p in layer_grads]
+                  for layer_grads in right.layers]
+        return StackGradients(layers, right.x, right.h0)
+
+
+class DetachedResetGateAdapter(ReferenceBackedAdapter):
+    """Right forward (the reference's); its backward is torch autograd of the same GRU written in torch
+    ops with the reset gate detached, so no gradient flows through ``r``: a custom kernel that forgot
+    the ``dr`` term. Single layer, single direction, no mask; computes z_on_previous / reset-after."""
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        import torch
+
+        from reference.backward import StackGradients
+
+        assert self.computes == PREVIOUS_AFTER and len(layer) == 1 and len(layer[0]) == 1 and mask is None
+        params = layer[0][0]
+        tensors = {name: torch.tensor(getattr(params, name), requires_grad=True) for name in FIELDS}
+        x_t = torch.tensor(x, requires_grad=True)
+        h0_t = torch.tensor(np.zeros((1, x.shape[0], params.hidden_size), x.dtype) if h0 is None else h0,
+                            requires_grad=True)
+        p = tensors
+        h, outputs = h0_t[0], []
+        for t in range(x.shape[1]):
+            xt = x_t[:, t]
+            z = torch.sigmoid(xt @ p["W_z"] + p["b_z"] + h @ p["U_z"] + p["c_z"])
+            r = torch.sigmoid(xt @ p["W_r"] + p["b_r"] + h @ p["U_r"] + p["c_r"]).detach()  # the bug
+            n = torch.tanh(xt @ p["W_h"] + p["b_h"] + r * (h @ p["U_h"] + p["c_h"]))
+            h = z * h + (1 - z) * n
+            outputs.append(h)
+        loss = (torch.stack(outputs, dim=1) * torch.tensor(d_outputs)).sum() if d_outputs is not None else 0
+        loss = loss + (h[None] * torch.tensor(d_h_last)).sum()
+        loss.backward()
+        # No path reaches W_r, U_r, b_r, c_r at all now: autograd leaves their .grad None, i.e. zero.
+        grads = GRUParams(**{name: np.zeros_like(getattr(params, name)) if tensors[name].grad is None
+                             else tensors[name].grad.numpy() for name in FIELDS})
+        return StackGradients([[grads]], x_t.grad.numpy(), h0_t.grad.numpy())
+
+
+# What the registry finds at ``tests.fake_adapters:DROPPED_BIAS_ADAPTER``: right formula, c_h's gradient lost.
+DROPPED_BIAS_ADAPTER = DroppedBiasGradientAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="fake", dropped="c_h")

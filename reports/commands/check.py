@@ -15,20 +15,50 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("check", help="measure every framework configuration against the four conventions")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_selection_arguments(parser)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a configuration does not match its documentation")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a configuration does not match its documentation "
+                        "(with --gradients: also when its gradients differ from the reference)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--gradients", action="store_true",
+                        help="also compare each configuration's gradients with the reference backward pass, under the "
+                             "convention it was measured to compute (the documented one when none matched)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     progress = progress_printer(args.json or args.quiet)
     rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress)
+    gradients = _gradients(rows, progress) if args.gradients else None
     if args.json:
-        json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
+        documents = []
+        for row in rows:
+            document = row.to_json()
+            if gradients is not None and id(row) in gradients:
+                document["gradients"] = gradients[id(row)].to_json()
+            documents.append(document)
+        json.dump(documents, sys.stdout, indent=2)
         print()
     else:
-        print(render_table(rows))
+        print(render_table(rows, gradients))
         print()
         print(render_conventions())
     failed = [r for r in rows if isinstance(r, ConfigResult) and (r.error or r.matched != r.claimed)]
+    if gradients:
+        failed += [r for r in gradients.values() if r.passed is False or r.error]
     return 1 if failed and args.strict else 0
+
+
+def _gradients(rows, progress) -> dict:
+    """``{id(row): GradientResult}`` for every row that ran, under the convention it was measured to compute."""
+    import adapters
+
+    from ..gradients import compare_gradients
+
+    results = {}
+    for row in rows:
+        if not isinstance(row, ConfigResult) or row.error:
+            continue
+        if progress:
+            progress(f"gradients of {row.config.label} [{row.dtype.name}]")
+        results[id(row)] = compare_gradients(adapters.get(row.framework), row.config, row.dtype, row.case,
+                                             convention=row.matched or row.claimed)
+    return results
