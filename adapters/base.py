@@ -179,6 +179,30 @@ class Adapter(ABC):
         raise ValueError(f"{self.name} has no configuration {name!r}; valid: {valid}")
 
 
+def check_build_layers(config: LayerConfig, layers: Layers, holds: str = "") -> None:
+    """What every ``build`` checks first: the stack's structure is ``config``'s, and no bias the class
+    lacks is non-zero (it would be dropped silently). ``holds`` says where the class keeps what it has."""
+    from reference import check_layers
+
+    num_layers, directions = check_layers(layers, config.merge)
+    if (num_layers, directions) != (config.num_layers, config.directions):
+        raise ValueError(
+            f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
+            f"the parameters have {num_layers} x {directions}"
+        )
+    absent = [name for name in ALL_BIASES if name not in config.bias_fields]
+    for index, layer in enumerate(layers):
+        for direction, params in enumerate(layer):
+            nonzero = [name for name in absent if np.any(getattr(params, name) != 0)]
+            if nonzero:
+                kept = ", ".join(config.bias_fields) or "no biases"
+                raise ValueError(
+                    f"layers[{index}][{direction}] has non-zero biases {', '.join(nonzero)}, which {config.label} "
+                    f"cannot hold (it keeps only {kept}{holds}); use a configuration with those biases, "
+                    f"reference.fold_recurrent_biases where the fold is exact, or zero them deliberately"
+                )
+
+
 def mask_lengths(mask: np.ndarray) -> np.ndarray:
     """Sequence lengths of a right-padded mask; an error names the first row that is not."""
     mask = np.asarray(mask, dtype=bool)

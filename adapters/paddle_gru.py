@@ -57,11 +57,11 @@ import numpy as np
 if importlib.util.find_spec("paddle") is None:
     raise ImportError("the paddle adapter needs PaddlePaddle (pip install paddlepaddle)", name="paddlepaddle")
 
-from reference import Convention, GRUParams, Layers, check_layers, layouts  # noqa: E402
+from reference import Convention, GRUParams, Layers, layouts  # noqa: E402
 from reference.params import INPUT_BIASES, RECURRENT_BIASES, check_float_array  # noqa: E402
 
 from . import isolation  # noqa: E402
-from .base import ALL_BIASES, Adapter, ForwardResult, LayerConfig, mask_lengths  # noqa: E402
+from .base import Adapter, ForwardResult, LayerConfig, check_build_layers, mask_lengths  # noqa: E402
 
 WORKER = "adapters.paddle_gru_worker"
 # Its own marker keeps paddle out of any other adapter's worker; GLOG_minloglevel=2 silences
@@ -211,24 +211,8 @@ class PaddleAdapter(Adapter):
 
     def build(self, config: LayerConfig, layers: Layers, dtype) -> PaddleGRU:
         """A ``PaddleGRU`` description; paddle builds the layer from it in the worker, at ``run``."""
-        num_layers, directions = check_layers(layers, config.merge)
-        if (num_layers, directions) != (config.num_layers, config.directions):
-            raise ValueError(
-                f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
-                f"the parameters have {num_layers} x {directions}"
-            )
+        check_build_layers(config, layers, holds="; an attr=False bias is a frozen zero")
         dtype = _dtype_name(dtype)
-        absent = [name for name in ALL_BIASES if name not in config.bias_fields]
-        for index, layer in enumerate(layers):
-            for direction, params in enumerate(layer):
-                nonzero = [name for name in absent if np.any(getattr(params, name) != 0)]
-                if nonzero:
-                    raise ValueError(
-                        f"layers[{index}][{direction}] has non-zero biases {', '.join(nonzero)}, which "
-                        f"{config.label} cannot hold (it keeps only {', '.join(config.bias_fields) or 'no biases'}; "
-                        f"an attr=False bias is a frozen zero); use a configuration with those biases, or zero "
-                        f"them deliberately if that is the model you want"
-                    )
         copied = tuple(tuple(params.astype(dtype) for params in layer) for layer in layers)
         return PaddleGRU(config, copied, dtype)
 

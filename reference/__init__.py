@@ -3,7 +3,7 @@
 Imports no deep-learning framework; everything else in the project imports this.
 """
 
-from . import layouts
+from . import activations, layouts
 from .compare import TOLERANCES, Difference, ForwardDifference, compare_forward, tolerance_for
 from .conventions import Convention, as_convention
 from .equations import sigmoid
@@ -15,7 +15,7 @@ from .transforms import flip_update_weighting, fold_recurrent_biases
 
 __all__ = [
     "Convention", "as_convention", "GRUParams", "Layers", "check_layers", "random_layers",
-    "gru", "gru_stack", "merge_directions", "sigmoid", "layouts",
+    "gru", "gru_stack", "merge_directions", "sigmoid", "layouts", "activations",
     "gru_grad", "gru_stack_grad", "GRUGradients", "StackGradients",
     "flip_update_weighting", "fold_recurrent_biases",
     "identify", "Identification",

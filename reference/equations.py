@@ -11,6 +11,10 @@ once) and ``h_proj_*`` is ``h_prev U_*`` (for all gates at once).
     h_t    = z * h_prev + (1 - z) * h_cand                            blend_z_on_previous
     h_t    = (1 - z) * h_prev + z * h_cand                            blend_z_on_candidate
 
+``activation`` replaces the sigmoid of the gates or the tanh of the candidate (for frameworks
+that use another one, e.g. the ONNX operator's ``activations`` attribute); it is called as
+``activation(a, out=a)`` on the complete pre-activation.
+
 Every function writes into ``out`` when given (no allocation per step) and returns it; ``out``
 must not alias an input, except where noted.
 """
@@ -45,20 +49,20 @@ def reset_gate(x_proj_r, h_proj_r, c_r, activation=sigmoid, out=None):
     return activation(out, out=out)
 
 
-def candidate_reset_before(x_proj_h, r, h_prev, U_h, c_h, out=None, scratch=None):
+def candidate_reset_before(x_proj_h, r, h_prev, U_h, c_h, out=None, scratch=None, activation=np.tanh):
     scratch = np.multiply(r, h_prev, out=scratch)
     out = np.matmul(scratch, U_h, out=out)
     out += c_h
     out += x_proj_h
-    return np.tanh(out, out=out)
+    return activation(out, out=out)
 
 
-def candidate_reset_after(x_proj_h, r, h_proj_h, c_h, out=None):
+def candidate_reset_after(x_proj_h, r, h_proj_h, c_h, out=None, activation=np.tanh):
     """``out`` may be ``h_proj_h`` itself."""
     out = np.add(h_proj_h, c_h, out=out)
     out *= r
     out += x_proj_h
-    return np.tanh(out, out=out)
+    return activation(out, out=out)
 
 
 def blend_z_on_previous(z, h_prev, h_cand, out=None):

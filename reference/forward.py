@@ -20,12 +20,17 @@ and then reads each sequence backwards from its own last valid step.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 
 import numpy as np
 
 from .conventions import Convention, as_convention
 from .equations import BLEND, candidate_reset_after, candidate_reset_before, reset_gate, sigmoid, update_gate
-from .params import MERGE_MODES, GRUParams, Layers, check_float_array, check_layers
+from .params import (
+    MERGE_MODES, GRUParams, Layers, check_dtype, check_flag, check_float_array, check_layers, check_params,
+    describe_value,
+)
 
 MASKED_OUTPUTS = ("carry", "previous_output", "zero")
 
@@ -37,15 +42,15 @@ def _check_inputs(x, input_size: int, hidden_size: int, h0, mask, h0_shape_name:
     batch, time, features = x.shape
     if features != input_size:
         raise ValueError(f"x has input_size {features} (shape {x.shape}) but the parameters expect {input_size}")
-    if time == 0:
-        raise ValueError(f"x has shape {x.shape}: at least one timestep is needed")
+    if time == 0 or batch == 0:
+        raise ValueError(f"x has shape {x.shape}: at least one sequence (batch >= 1) of one timestep is needed")
     expected_h0 = (*h0_leading, batch, hidden_size)
     if h0 is not None:
         h0 = check_float_array("h0", h0)
         if h0.shape != expected_h0:
             raise ValueError(f"h0 has shape {h0.shape}; expected {h0_shape_name} = {expected_h0}")
     if mask is not None:
-        mask = np.asarray(mask)
+        mask = _as_mask(mask)
         if mask.dtype != np.bool_:
             raise TypeError(f"mask has dtype {mask.dtype}; expected bool (True = real step, False = padding)")
         if mask.shape != (batch, time):
@@ -53,13 +58,27 @@ def _check_inputs(x, input_size: int, hidden_size: int, h0, mask, h0_shape_name:
     return x, h0, mask
 
 
+def _as_mask(mask) -> np.ndarray:
+    """The mask as an array; what cannot be one is named (its dtype and shape are checked by the caller)."""
+    if isinstance(mask, (str, bytes, dict)) or isinstance(mask, GRUParams):
+        raise TypeError(f"mask is {describe_value(mask)}; expected a (batch, time) bool array "
+                        f"(True = real step, False = padding)")
+    if hasattr(mask, "detach") and hasattr(mask, "requires_grad"):
+        raise TypeError(f"mask is a torch {type(mask).__name__}; pass a NumPy array: mask.detach().cpu().numpy()")
+    try:
+        return np.asarray(mask)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"mask cannot be read as a (batch, time) bool array ({error}); a ragged list?") from None
+
+
 class _Recurrence:
     """The sequential part of one direction: recurrent weights packed for one matmul a step, and
     every per-step buffer allocated once."""
 
-    def __init__(self, p: GRUParams, convention: Convention, batch: int, dtype, activation):
+    def __init__(self, p: GRUParams, convention: Convention, batch: int, dtype, activation,
+                 candidate_activation=np.tanh):
         hidden = p.hidden_size
-        self.hidden, self.activation = hidden, activation
+        self.hidden, self.activation, self.candidate_activation = hidden, activation, candidate_activation
         self.after = convention.reset == "after"
         # Reset-after projects h_prev for all three gates at once; reset-before needs r first for h.
         # Column-major: OpenBLAS multiplies (batch, H) by it markedly faster than by a row-major copy.
@@ -79,10 +98,12 @@ class _Recurrence:
         z = update_gate(x_proj[:, :H], self.h_proj[:, :H], self.c_z, self.activation, out=self.z)
         r = reset_gate(x_proj[:, H : 2 * H], self.h_proj[:, H : 2 * H], self.c_r, self.activation, out=self.r)
         if self.after:
-            h_cand = candidate_reset_after(x_proj[:, 2 * H :], r, self.h_proj[:, 2 * H :], self.c_h, out=self.h_cand)
+            h_cand = candidate_reset_after(x_proj[:, 2 * H :], r, self.h_proj[:, 2 * H :], self.c_h, out=self.h_cand,
+                                           activation=self.candidate_activation)
         else:
             h_cand = candidate_reset_before(x_proj[:, 2 * H :], r, h_prev, self.U_h, self.c_h,
-                                            out=self.h_cand, scratch=self.scratch)
+                                            out=self.h_cand, scratch=self.scratch,
+                                            activation=self.candidate_activation)
         return self.blend(z, h_prev, h_cand, out=out)
 
 
@@ -104,6 +125,81 @@ def _with_out(activation):
     return wrapped
 
 
+def _checked_activation(name: str, activation, sample: np.ndarray):
+    """``activation`` in the ``out=`` form the equations call, after one trial on a real pre-activation.
+
+    A gate activation must act element-wise: return a NumPy array of its input's shape and dtype,
+    finite for finite input. Anything else would be broadcast or cast into the gate buffers
+    silently, so it is refused here, once per call (the recurrence itself stays unchecked).
+    """
+    if not callable(activation):
+        raise TypeError(f"{name} must be callable (an element-wise function of a NumPy array), "
+                        f"got {describe_value(activation)}")
+    wrapped = _with_out(activation)
+    trial, out = sample.copy(), np.empty_like(sample)
+    where = f"a {sample.dtype} array of shape {sample.shape}"
+    try:
+        result = wrapped(trial, out=out) if wrapped is activation else activation(trial)
+    except Exception as error:
+        raise TypeError(f"{name} raised {type(error).__name__}: {error} when called on {where}") from error
+    if not isinstance(result, np.ndarray):
+        raise TypeError(f"{name} returned {describe_value(result)} for {where}; it must return a NumPy array of "
+                        f"the same shape and dtype (an element-wise function)")
+    if result.shape != sample.shape:
+        raise ValueError(f"{name} returned shape {result.shape} for {where}; it must act element-wise and keep the "
+                         f"shape (a result of another shape would be broadcast into the gates)")
+    if result.dtype != sample.dtype:
+        raise TypeError(f"{name} returned dtype {result.dtype} for {where}; it must keep the input's dtype "
+                        f"(cast inside it, e.g. .astype(a.dtype))")
+    if not np.isfinite(result).all():
+        raise ValueError(f"{name} returned non-finite values (NaN or inf) for finite input ({where})")
+    return wrapped
+
+
+def _check_clip(clip):
+    """None (no clip) or a positive finite number, as a Python float."""
+    if clip is None:
+        return None
+    if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real) or not math.isfinite(clip) or clip <= 0:
+        raise ValueError(f"clip must be a positive finite number (every gate's pre-activation is clipped to "
+                         f"[-clip, clip]) or None for no clip, got {describe_value(clip)}")
+    return float(clip)
+
+
+def _clipped(activation, clip: float):
+    """``activation`` applied to its input clipped to ``[-clip, clip]`` (the ONNX ``clip`` attribute)."""
+    low, high = -clip, clip
+
+    def clipped(a, out=None):
+        return activation(np.clip(a, low, high, out=out), out=out)
+
+    return clipped
+
+
+def _non_finite_error(x_proj: np.ndarray, dtype, gate_activation, candidate_activation=np.tanh) -> ValueError:
+    """Why a forward pass on finite, validated inputs produced NaN or inf."""
+    if not np.isfinite(x_proj).all():
+        return ValueError(
+            f"the input projection x @ W + b overflowed {np.dtype(dtype).name}: x or the input weights are too large "
+            f"for this dtype; scale them, or compute with dtype=np.float64"
+        )
+    if candidate_activation is not np.tanh:
+        return ValueError(
+            "the forward pass produced non-finite values: candidate_activation (or gate_activation) returned NaN "
+            "or inf for some pre-activation, or an unbounded candidate activation let the state overflow "
+            f"{np.dtype(dtype).name}; check the activations on large inputs, or set clip"
+        )
+    if gate_activation is not sigmoid:
+        return ValueError(
+            "the forward pass produced non-finite values: gate_activation returned NaN or inf for some "
+            "pre-activation, or the recurrent weights overflowed; check gate_activation on large inputs"
+        )
+    return ValueError(
+        f"the forward pass produced non-finite values: h_prev @ U overflowed {np.dtype(dtype).name}; h0 or the "
+        f"recurrent weights are too large for this dtype"
+    )
+
+
 def gru(
     x,
     params: GRUParams,
@@ -113,6 +209,8 @@ def gru(
     reverse: bool = False,
     dtype=np.float64,
     gate_activation=sigmoid,
+    candidate_activation=np.tanh,
+    clip=None,
 ):
     """Run one GRU layer in one direction.
 
@@ -120,14 +218,20 @@ def gru(
     ``mask`` ``(batch, time)`` bool. Returns ``(outputs (batch, time, hidden), h_last (batch, hidden))``
     in ``dtype`` (float64 by default: this is the oracle). Masked steps carry the state and
     output it (see the module docstring). ``gate_activation`` replaces the sigmoid of the
-    update and reset gates (for modelling frameworks that use another one).
+    update and reset gates (for modelling frameworks that use another one), ``candidate_activation``
+    the tanh of the candidate (``reference.activations`` has the ONNX operator's functions); any
+    element-wise ``f(a)`` or ``f(a, out=None)`` will do. ``clip`` (None: no clip) clips the complete
+    input of every activation to ``[-clip, clip]``, as the ONNX ``GRU`` attribute does: the z and r
+    pre-activations (biases included), and the candidate's after the reset gate is applied
+    (reset-after: ``clip(x W_h + b_h + r * (h U_h + c_h))``).
 
     Cost: one matmul for every input projection, then one (reset-after) or two (reset-before)
     matmuls a step into preallocated buffers; time is linear in sequence length.
     """
+    params = check_params(params)
     convention = as_convention(convention)
-    if not isinstance(params, GRUParams):
-        raise TypeError(f"params is {type(params).__name__}; expected reference.GRUParams")
+    reverse, dtype = check_flag(reverse, "reverse"), check_dtype(dtype)
+    clip = _check_clip(clip)
     x, h0, mask = _check_inputs(x, params.input_size, params.hidden_size, h0, mask, "(batch, hidden_size)")
     batch, time, input_size = x.shape
     hidden = params.hidden_size
@@ -136,11 +240,24 @@ def gru(
     # All input projections in one matmul, time-major so each step reads a contiguous block.
     W = np.asfortranarray(np.concatenate([p.W_z, p.W_r, p.W_h], axis=1))
     b = np.concatenate([p.b_z, p.b_r, p.b_h])
-    x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype).reshape(time * batch, input_size)
-    x_proj = (x_time_major @ W).reshape(time, batch, 3 * hidden)
-    x_proj += b
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, after the loop
+        x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype).reshape(time * batch, input_size)
+        x_proj = (x_time_major @ W).reshape(time, batch, 3 * hidden)
+        x_proj += b
 
-    recurrence = _Recurrence(p, convention, batch, dtype, _with_out(gate_activation))
+    first = time - 1 if reverse else 0
+    if gate_activation is sigmoid:
+        activation = sigmoid
+    else:
+        activation = _checked_activation("gate_activation", gate_activation, x_proj[first, :, :hidden] + p.c_z)
+    if candidate_activation is np.tanh:
+        candidate = np.tanh
+    else:
+        candidate = _checked_activation("candidate_activation", candidate_activation,
+                                        x_proj[first, :, 2 * hidden :] + p.c_h)
+    if clip is not None:
+        activation, candidate = _clipped(activation, clip), _clipped(candidate, clip)
+    recurrence = _Recurrence(p, convention, batch, dtype, activation, candidate)
     outputs = np.empty((time, batch, hidden), dtype)
     h = np.zeros((batch, hidden), dtype) if h0 is None else np.array(h0, dtype=dtype)
     padding = None if mask is None else ~mask.T[:, :, None]
@@ -149,6 +266,10 @@ def gru(
         if padding is not None:
             np.copyto(h_new, h, where=padding[t])
         h = h_new
+    # One pass over the result, not a check per step: finite inputs can still overflow (|x| near the
+    # dtype's maximum, huge weights, or a gate_activation that returns NaN on some input).
+    if not np.isfinite(outputs).all():
+        raise _non_finite_error(x_proj, dtype, gate_activation, candidate_activation)
     return outputs.transpose(1, 0, 2), h.copy()
 
 
@@ -168,6 +289,10 @@ def masked_outputs(outputs: np.ndarray, mask: np.ndarray, masked_output: str, re
 
 def merge_directions(forward: np.ndarray, backward: np.ndarray, merge: str) -> np.ndarray:
     """Combine per-direction outputs: ``concat`` puts forward units first (PyTorch, Keras, ONNX agree)."""
+    forward, backward = check_float_array("forward", forward), check_float_array("backward", backward)
+    if forward.shape != backward.shape:
+        raise ValueError(f"forward has shape {forward.shape} but backward has shape {backward.shape}; the two "
+                         f"directions' outputs must have one shape")
     if merge == "concat":
         return np.concatenate([forward, backward], axis=-1)
     if merge == "sum":
@@ -190,6 +315,8 @@ def gru_stack(
     reverse: bool = False,
     dtype=np.float64,
     gate_activation=sigmoid,
+    candidate_activation=np.tanh,
+    clip=None,
 ):
     """Run stacked and/or bidirectional GRU layers, each direction through ``gru``.
 
@@ -199,12 +326,15 @@ def gru_stack(
     ``(outputs (batch, time, features), h_last (num_layers * directions, batch, hidden))``
     where ``features`` is ``directions * hidden`` for ``concat`` and ``hidden`` otherwise.
     ``reverse=True`` runs every layer of a single-direction stack backwards.
+    ``gate_activation``, ``candidate_activation`` and ``clip`` apply to every layer and direction
+    (see ``gru``).
     """
     convention = as_convention(convention)
     num_layers, directions = check_layers(layers, merge)
+    reverse, dtype = check_flag(reverse, "reverse"), check_dtype(dtype)
     if reverse and directions == 2:
         raise ValueError("reverse=True applies to single-direction stacks; a bidirectional stack already runs both ways")
-    if masked_output not in MASKED_OUTPUTS:
+    if not isinstance(masked_output, str) or masked_output not in MASKED_OUTPUTS:
         raise ValueError(f"unknown masked_output {masked_output!r}; valid: {', '.join(MASKED_OUTPUTS)}")
     first = layers[0][0]
     x, h0, mask = _check_inputs(
@@ -220,7 +350,7 @@ def gru_stack(
             outputs, h_last = gru(
                 layer_input, params, convention,
                 h0=None if h0 is None else h0[slot], mask=mask, reverse=direction == 1 or reverse,
-                dtype=dtype, gate_activation=gate_activation,
+                dtype=dtype, gate_activation=gate_activation, candidate_activation=candidate_activation, clip=clip,
             )
             if mask is not None:
                 outputs = masked_outputs(outputs, mask, masked_output, reverse=direction == 1 or reverse)
