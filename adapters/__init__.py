@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "keras-jax": "adapters.keras_backends:JAX_ADAPTER",
     "keras-torch": "adapters.keras_backends:TORCH_ADAPTER",
     "tf-legacy": "adapters.tf_legacy",
+    "onnxruntime": "adapters.onnx_runtime",
+    "onnx-reference": "adapters.onnx_runtime:REFERENCE_ADAPTER",
     "flax": "adapters.flax_gru",
     "haiku": "adapters.haiku_gru",
     "equinox": "adapters.equinox_gru",
