@@ -347,7 +347,10 @@ def _section(anchor: str, result: ConfigResult) -> Section:
             diff.outputs.first_divergent_step if diff.outputs else None, diff.passed,
         ))
     heatmaps = []
-    if result.observed.outputs is not None:
+    # Heatmaps where a reader needs them: rows whose numbers are a finding. A row that computes as documented has its
+    # numbers and chart; hundreds of unneeded heatmaps would push the page past 1.5 MB.
+    numeric_finding = result.matched is None or result.matched != result.claimed  # a precision row has its chart
+    if result.observed.outputs is not None and numeric_finding:
         best = result.matched or result.ranked()[0][0]
         other = next(c for c, _ in result.ranked() if c != best)
         for label, convention in (("matched" if result.matched else "closest", best), ("nearest other", other)):

@@ -193,8 +193,9 @@ def _read_page(page) -> dict:
         facts["expanded"] = details.evaluate("d => d.open")
         facts["chartBox"] = details.locator("svg.chart").bounding_box()
         facts["chartLines"] = details.locator("svg.chart polyline").count()
-        facts["heatmapBox"] = details.locator("svg.heatmap").first.bounding_box()
-        facts["colourBar"] = details.locator("svg.heatmap use[href='#colour-bar']").count()
+        flagged = page.locator("details.config[open]:has(svg.heatmap)").first  # drawn where no formula fits
+        facts["heatmapBox"] = flagged.locator("svg.heatmap").first.bounding_box()
+        facts["colourBar"] = flagged.locator("svg.heatmap use[href='#colour-bar']").count()
     return facts
 
 
