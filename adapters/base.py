@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from reference import Convention, Layers
-from reference.params import INPUT_BIASES, RECURRENT_BIASES
+from reference.params import INPUT_BIASES, RECURRENT_BIASES, describe_value
 
 ALL_BIASES = INPUT_BIASES + RECURRENT_BIASES
 
@@ -179,9 +179,8 @@ class Adapter(ABC):
         raise ValueError(f"{self.name} has no configuration {name!r}; valid: {valid}")
 
 
-def check_build_layers(config: LayerConfig, layers: Layers, holds: str = "") -> None:
-    """What every ``build`` checks first: the stack's structure is ``config``'s, and no bias the class
-    lacks is non-zero (it would be dropped silently). ``holds`` says where the class keeps what it has."""
+def check_layer_structure(config: LayerConfig, layers: Layers) -> None:
+    """The stack has ``config``'s number of layers and directions."""
     from reference import check_layers
 
     num_layers, directions = check_layers(layers, config.merge)
@@ -190,6 +189,73 @@ def check_build_layers(config: LayerConfig, layers: Layers, holds: str = "") -> 
             f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
             f"the parameters have {num_layers} x {directions}"
         )
+
+
+def check_run_inputs(x, h0, mask, *, input_size: int, hidden_size: int, slots: int, dtype: str, what: str):
+    """``(x, h0, mask)`` as arrays, or an error naming the bad argument and the fix.
+
+    ``x (batch, time, input_size)`` in the layer's ``dtype``; ``h0 (slots, batch, hidden_size)`` with
+    ``slots`` = layers x directions; ``mask (batch, time)`` bool, right-padded; all finite. Shared by
+    every adapter that runs from NumPy, so a bad argument reads the same whichever framework it meets.
+    """
+    if hasattr(x, "detach") or not isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(f"x is {describe_value(x)}; pass a NumPy array (batch, time, {input_size})")
+    x = np.asarray(x)
+    if x.ndim != 3:
+        hint = " (one sequence: x[None])" if x.ndim == 2 else ""
+        raise ValueError(
+            f"x has shape {x.shape} (rank {x.ndim}); {what} takes x as (batch, time, input_size) = "
+            f"(batch, time, {input_size}){hint}"
+        )
+    if x.shape[2] != input_size:
+        raise ValueError(
+            f"x has {x.shape[2]} features per step (shape {x.shape}), but {what} has input_size={input_size} "
+            f"(its kernel is ({input_size}, 3H)); pass x of shape ({x.shape[0]}, {x.shape[1]}, {input_size})"
+        )
+    if 0 in x.shape[:2]:
+        raise ValueError(f"x has shape {x.shape}: batch and time must be at least 1")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"x has dtype {x.dtype}; pass floating-point input: x.astype(np.{dtype})")
+    if x.dtype.name != dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the layer computes in {dtype}; pass x.astype(np.{dtype})")
+    _check_finite("x", x)
+    batch, time = x.shape[:2]
+    if h0 is not None:
+        h0 = np.asarray(h0)
+        expected = (slots, batch, hidden_size)
+        if h0.shape != expected:
+            hint = " (for one layer and direction: h0[None])" if h0.shape == expected[1:] else ""
+            raise ValueError(
+                f"h0 has shape {h0.shape}; {what} needs (layers * directions, batch, hidden) = {expected}{hint}"
+            )
+        if not np.issubdtype(h0.dtype, np.floating):
+            raise TypeError(f"h0 has dtype {h0.dtype}; pass h0.astype(np.{dtype})")
+        _check_finite("h0", h0)
+        h0 = h0.astype(dtype, copy=False)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != (batch, time):
+            raise ValueError(f"mask has shape {mask.shape}; it must be (batch, time) = {(batch, time)}, like x's first two axes")
+        if mask.dtype != np.bool_:
+            raise TypeError(f"mask has dtype {mask.dtype}; pass a bool array (True at real steps): mask.astype(bool)")
+        mask_lengths(mask)  # Keras takes any mask, but only right padding compares with the other frameworks
+    return x, h0, mask
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} holds {int(bad.sum())} non-finite value(s), the first {array[where]} at index {where}; "
+            f"replace NaN/inf before comparing GRUs"
+        )
+
+
+def check_build_layers(config: LayerConfig, layers: Layers, holds: str = "") -> None:
+    """What every ``build`` checks first: the stack's structure is ``config``'s, and no bias the class
+    lacks is non-zero (it would be dropped silently). ``holds`` says where the class keeps what it has."""
+    check_layer_structure(config, layers)
     absent = [name for name in ALL_BIASES if name not in config.bias_fields]
     for index, layer in enumerate(layers):
         for direction, params in enumerate(layer):

@@ -49,11 +49,12 @@ if importlib.util.find_spec("equinox") is None:
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 
-from reference import Convention, GRUParams, Layers, check_layers, layouts  # noqa: E402
+from reference import Convention, GRUParams, Layers, layouts  # noqa: E402
 from reference.params import INPUT_BIASES, describe_value  # noqa: E402
 
 from . import jax_common  # noqa: E402
-from .base import ALL_BIASES, Adapter, ForwardResult, LayerConfig  # noqa: E402
+from .base import ALL_BIASES, Adapter, ForwardResult, LayerConfig, check_layer_structure  # noqa: E402
+from .base import check_run_inputs as shared_check_run_inputs  # noqa: E402
 
 EQUINOX_VERSION = importlib.metadata.version("equinox")
 DTYPES = ("float32", "float64")
@@ -210,43 +211,9 @@ def check_run_inputs(x, h0, mask, *, what: str, input_size: int, hidden_size: in
     """``(x, h0)`` as NumPy arrays, or an error naming the bad argument and the fix; a mask is refused."""
     if mask is not None:
         raise ValueError(NO_MASK.format(name=what))
-    if hasattr(x, "detach") or not isinstance(x, (np.ndarray, list, tuple)):
-        raise TypeError(f"x is {describe_value(x)}; pass a NumPy array (batch, time, {input_size})")
-    x = np.asarray(x)
-    if x.ndim != 3:
-        hint = " (one sequence: x[None])" if x.ndim == 2 else ""
-        raise ValueError(f"x has shape {x.shape} (rank {x.ndim}); {what} takes (batch, time, input_size) = "
-                         f"(batch, time, {input_size}){hint}")
-    if x.shape[2] != input_size:
-        raise ValueError(f"x has {x.shape[2]} features per step (shape {x.shape}), but {what} has input_size="
-                         f"{input_size}; pass x of shape ({x.shape[0]}, {x.shape[1]}, {input_size})")
-    if 0 in x.shape[:2]:
-        raise ValueError(f"x has shape {x.shape}: batch and time must be at least 1")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"x has dtype {x.dtype}; pass floating-point input: x.astype(np.{dtype})")
-    if x.dtype.name != dtype:
-        raise TypeError(f"x has dtype {x.dtype} but the layer computes in {dtype}; pass x.astype(np.{dtype})")
-    _check_finite("x", x)
-    if h0 is not None:
-        h0 = np.asarray(h0)
-        expected = (1, x.shape[0], hidden_size)
-        if h0.shape != expected:
-            hint = " (h0[None])" if h0.shape == expected[1:] else ""
-            raise ValueError(f"h0 has shape {h0.shape}; {what} needs (1, batch, hidden) = {expected}{hint}")
-        if not np.issubdtype(h0.dtype, np.floating):
-            raise TypeError(f"h0 has dtype {h0.dtype}; pass h0.astype(np.{dtype})")
-        if h0.dtype.name != dtype:
-            raise TypeError(f"h0 has dtype {h0.dtype} but the layer computes in {dtype}; pass h0.astype(np.{dtype})")
-        _check_finite("h0", h0)
+    x, h0, _ = shared_check_run_inputs(x, h0, None, what=what, input_size=input_size, hidden_size=hidden_size,
+                                       slots=1, dtype=dtype)
     return x, h0
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} holds {int(bad.sum())} non-finite value(s), the first {array[where]} at index "
-                         f"{where}; replace NaN/inf before comparing GRUs")
 
 
 class EquinoxAdapter(Adapter):
@@ -267,12 +234,7 @@ class EquinoxAdapter(Adapter):
         if config.framework != self.name:
             raise ValueError(f"{config.label} is not an equinox configuration; use "
                              f"adapters.get('equinox').configuration(name)")
-        num_layers, directions = check_layers(layers, config.merge)
-        if (num_layers, directions) != (config.num_layers, config.directions):
-            raise ValueError(
-                f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
-                f"the parameters have {num_layers} x {directions}"
-            )
+        check_layer_structure(config, layers)
         name = _dtype_name(dtype)
         use_bias = bool(config.option("use_bias"))
         (params,), = layers

@@ -42,11 +42,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference import Convention, GRUParams, Layers, check_layers, layouts
+from reference import Convention, GRUParams, Layers, layouts
 from reference.params import INPUT_BIASES, RECURRENT_BIASES
 
 from . import isolation
-from .base import Adapter, ForwardResult, LayerConfig, mask_lengths
+from .base import Adapter, ForwardResult, LayerConfig, check_layer_structure, check_run_inputs
 
 if importlib.util.find_spec("keras") is None:
     raise ImportError("keras is not installed", name="keras")
@@ -97,7 +97,7 @@ def dtype_name(dtype) -> str:
 # ----------------------------------------------------------------- the configuration table
 
 
-def _layout(reset_after: bool, bias: bool, num_layers: int, bidirectional: bool, merge: str) -> str:
+def keras_layout(reset_after: bool, bias: bool, num_layers: int, bidirectional: bool, merge: str) -> str:
     weights = "kernel (I, 3H) columns z|r|h; recurrent_kernel (H, 3H) columns z|r|h; "
     if not bias:
         weights += "no bias (use_bias=False)"
@@ -142,7 +142,7 @@ def keras_config(framework: str, backend: str, name: str, reset_after: bool = Tr
         separate_recurrent_bias=reset_after, masked_output=masked_output,
         padding=JAX_CARRY_PADDING if masked_output == "carry" and fields.get("masked") else "",
         biases=_biases(reset_after, bias), claim_source=claim_source,
-        layout=_layout(reset_after, bias, fields.get("num_layers", 1), bidirectional, fields.get("merge", "concat")),
+        layout=keras_layout(reset_after, bias, fields.get("num_layers", 1), bidirectional, fields.get("merge", "concat")),
         **fields,
     )
 
@@ -183,12 +183,7 @@ def configurations_for(framework: str, backend: str) -> list[LayerConfig]:
 
 def check_parameters(config: LayerConfig, layers: Layers, dtype) -> str:
     """Refuse parameters ``config`` cannot hold, in NumPy, before any framework sees them; the dtype name."""
-    num_layers, directions = check_layers(layers, config.merge)
-    if (num_layers, directions) != (config.num_layers, config.directions):
-        raise ValueError(
-            f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
-            f"the parameters have {num_layers} x {directions}"
-        )
+    check_layer_structure(config, layers)
     name = dtype_name(dtype)
     for layer in layers:
         for params in layer:
@@ -197,64 +192,6 @@ def check_parameters(config: LayerConfig, layers: Layers, dtype) -> str:
 
 
 # ----------------------------------------------------------------- run()'s arguments, in our words
-
-
-def check_run_inputs(x, h0, mask, *, input_size: int, hidden_size: int, slots: int, dtype: str, what: str):
-    """``(x, h0, mask)`` as arrays, or an error naming the bad argument and the fix.
-
-    ``x (batch, time, input_size)`` in the layer's ``dtype``; ``h0 (slots, batch, hidden_size)`` with
-    ``slots`` = layers x directions; ``mask (batch, time)`` bool, right-padded; all finite.
-    """
-    x = np.asarray(x)
-    if x.ndim != 3:
-        hint = " (one sequence: x[None])" if x.ndim == 2 else ""
-        raise ValueError(
-            f"x has shape {x.shape} (rank {x.ndim}); {what} takes x as (batch, time, input_size) = "
-            f"(batch, time, {input_size}){hint}"
-        )
-    if x.shape[2] != input_size:
-        raise ValueError(
-            f"x has {x.shape[2]} features per step (shape {x.shape}), but {what} has input_size={input_size} "
-            f"(its kernel is ({input_size}, 3H)); pass x of shape ({x.shape[0]}, {x.shape[1]}, {input_size})"
-        )
-    if 0 in x.shape[:2]:
-        raise ValueError(f"x has shape {x.shape}: batch and time must be at least 1")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"x has dtype {x.dtype}; pass floating-point input: x.astype(np.{dtype})")
-    if x.dtype.name != dtype:
-        raise TypeError(f"x has dtype {x.dtype} but the layer computes in {dtype}; pass x.astype(np.{dtype})")
-    _check_finite("x", x)
-    batch, time = x.shape[:2]
-    if h0 is not None:
-        h0 = np.asarray(h0)
-        expected = (slots, batch, hidden_size)
-        if h0.shape != expected:
-            hint = " (for one layer and direction: h0[None])" if h0.shape == expected[1:] else ""
-            raise ValueError(
-                f"h0 has shape {h0.shape}; {what} needs (layers * directions, batch, hidden) = {expected}{hint}"
-            )
-        if not np.issubdtype(h0.dtype, np.floating):
-            raise TypeError(f"h0 has dtype {h0.dtype}; pass h0.astype(np.{dtype})")
-        _check_finite("h0", h0)
-        h0 = h0.astype(dtype, copy=False)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != (batch, time):
-            raise ValueError(f"mask has shape {mask.shape}; it must be (batch, time) = {(batch, time)}, like x's first two axes")
-        if mask.dtype != np.bool_:
-            raise TypeError(f"mask has dtype {mask.dtype}; pass a bool array (True at real steps): mask.astype(bool)")
-        mask_lengths(mask)  # Keras takes any mask, but only right padding compares with the other frameworks
-    return x, h0, mask
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} holds {int(bad.sum())} non-finite value(s), the first {array[where]} at index {where}; "
-            f"replace NaN/inf before comparing GRUs"
-        )
 
 
 # ----------------------------------------------------------------- the adapters for other backends

@@ -22,7 +22,7 @@ it returns sequences (``bidirectional.py:137-143``); the JAX backend differs her
 What this adapter refuses, before Keras sees anything: layers that are not GRUs (the class is
 named), activations that do not *compute* tanh and sigmoid (each is evaluated on a fixed grid,
 whatever its name), stateful layers, unbuilt layers, and ``run()`` arguments of the wrong shape or
-dtype (``keras_backends.check_run_inputs``).
+dtype (``adapters.base.check_run_inputs``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ import os
 import sys
 
 from .keras_backends import (
-    WORKER_BACKEND_VARIABLE, check_parameters, check_run_inputs, configurations_for, keras_config,
+    WORKER_BACKEND_VARIABLE, check_parameters, configurations_for, keras_config,
 )
+from .base import check_run_inputs  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banner is noise in a report

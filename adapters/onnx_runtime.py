@@ -94,11 +94,11 @@ for _module, _package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime")):
 import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from reference import Convention, GRUParams, Layers, check_layers, layouts  # noqa: E402
+from reference import Convention, GRUParams, Layers, layouts  # noqa: E402
 from reference.activations import ONNX_DEFAULTS, onnx_activation  # noqa: E402
 from reference.params import check_float_array, describe_value  # noqa: E402
 
-from .base import ALL_BIASES, Adapter, ForwardResult, LayerConfig, mask_lengths  # noqa: E402
+from .base import ALL_BIASES, Adapter, ForwardResult, LayerConfig, check_build_layers, mask_lengths  # noqa: E402
 
 try:  # the gradients interface of adapters.base (absent from older trees)
     from .base import GradientsUnavailable  # noqa: E402
@@ -444,22 +444,8 @@ class _OnnxAdapter(Adapter):
         row = config.option("row")
         if not isinstance(row, Row):
             raise ValueError(f"{config.label} is not a configuration of the ONNX adapters; use adapter.configuration(name)")
-        num_layers, directions = check_layers(layers, config.merge)
-        if (num_layers, directions) != (config.num_layers, config.directions):
-            raise ValueError(
-                f"{config.label} needs {config.num_layers} layer(s) x {config.directions} direction(s), "
-                f"the parameters have {num_layers} x {directions}"
-            )
+        check_build_layers(config, layers, holds="; its GRU node has no B input")
         dtype = _dtype_name(dtype)
-        absent = [name for name in ALL_BIASES if name not in config.bias_fields]
-        for index, layer in enumerate(layers):
-            for direction, params in enumerate(layer):
-                nonzero = [name for name in absent if np.any(getattr(params, name) != 0)]
-                if nonzero:
-                    raise ValueError(
-                        f"layers[{index}][{direction}] has non-zero biases {', '.join(nonzero)}, which {config.label} "
-                        f"cannot hold (its GRU node has no B input); use a configuration with B"
-                    )
         copied = [[params.astype(dtype) for params in layer] for layer in layers]
         model = build_model(row, copied, dtype)
         first = copied[0][0]

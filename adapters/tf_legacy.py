@@ -98,11 +98,13 @@ from tf_keras.src.layers.rnn import gru_v1 as keras2_gru_v1  # noqa: E402
 from tf_keras.src.layers.rnn import legacy_cells  # noqa: E402
 
 from reference import Convention, GRUParams, Layers, check_layers, layouts  # noqa: E402
+from reference.activations import keras2_hard_sigmoid  # noqa: E402
 from reference.equations import sigmoid  # noqa: E402
 from reference.params import INPUT_BIASES, RECURRENT_BIASES  # noqa: E402
 
 from .base import Adapter, ForwardResult, LayerConfig  # noqa: E402
-from .keras_backends import check_parameters, check_run_inputs, dtype_name  # noqa: E402
+from .base import check_run_inputs  # noqa: E402
+from .keras_backends import check_parameters, dtype_name, keras_layout  # noqa: E402
 
 FRAMEWORK = "tf-legacy"
 TF_VERSION = tf.__version__
@@ -160,16 +162,6 @@ TF1_ZERO_PADDING = (
     "padded steps keep the state; the output there is zeros (tensorflow/python/ops/rnn.py:568-571: "
     "\"copy-through state and zero-out outputs when past a batch element's sequence length\")"
 )
-
-
-def keras2_hard_sigmoid(a, out=None):
-    """Keras 2's ``hard_sigmoid``, as ``tf_keras/src/backend.py:5926-5944`` computes it: multiply by 0.2,
-    add 0.5 (both constants in ``a``'s dtype), clip to [0, 1]. Keeps ``a``'s dtype; ``out`` may be ``a``."""
-    a = np.asarray(a)
-    kind = a.dtype.type
-    out = np.multiply(a, kind(0.2), out=out)
-    np.add(out, kind(0.5), out=out)
-    return np.clip(out, kind(0.0), kind(1.0), out=out)
 
 
 # Gate activations the Keras 2 rows can model, told apart by evaluating a layer's function on a grid.
@@ -279,22 +271,6 @@ def _tf1(name: str, runner: str, time_major: bool = False, **fields) -> LayerCon
     )
 
 
-def _keras2_layout(reset_after: bool, bias: bool, num_layers: int, bidirectional: bool, merge: str) -> str:
-    weights = "kernel (I, 3H) columns z|r|h; recurrent_kernel (H, 3H) columns z|r|h; "
-    if not bias:
-        weights += "no bias (use_bias=False)"
-    elif reset_after:
-        weights += "bias (2, 3H): row 0 input b_z|b_r|b_h, row 1 recurrent c_z|c_r|c_h"
-    else:
-        weights += "bias (3H,) input b_z|b_r|b_h only (no recurrent bias)"
-    if bidirectional:
-        weights = f"forward_layer and backward_layer each: {weights}"
-    if num_layers > 1:
-        width = "2H (concat)" if bidirectional and merge == "concat" else "H"
-        weights = f"a list of {num_layers} layers, each: {weights}; layer k > 0 has I = {width}"
-    return f"get_weights() = [kernel, recurrent_kernel{', bias' if bias else ''}]: {weights} (the Keras 3 layout)"
-
-
 def _keras2(name: str, kind: str = "GRU", v1: bool = False, reset_after: bool | None = None,
             gate: str | None = None, time_major: bool = False, zero_output: bool | None = None,
             **fields) -> LayerConfig:
@@ -323,7 +299,7 @@ def _keras2(name: str, kind: str = "GRU", v1: bool = False, reset_after: bool | 
         masked_output=masked_output,
         biases=((INPUT_BIASES + RECURRENT_BIASES if reset else INPUT_BIASES) if bias else ()),
         claim_source=claim,
-        layout=_keras2_layout(reset, bias, fields.get("num_layers", 1), bidirectional, fields.get("merge", "concat")),
+        layout=keras_layout(reset, bias, fields.get("num_layers", 1), bidirectional, fields.get("merge", "concat")),
         options=(("family", "keras2"), ("kind", kind), ("v1", v1), ("reset_after", reset), ("gate", gate_name),
                  ("time_major", time_major), ("explicit", tuple(sorted(explicit.items())))),
         reference_options=reference_options,

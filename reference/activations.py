@@ -110,6 +110,17 @@ def hard_sigmoid(a, out=None, alpha=0.2, beta=0.5):
     return np.clip(out, a.dtype.type(0), a.dtype.type(1), out=out)
 
 
+def keras2_hard_sigmoid(a, out=None):
+    """Keras 2's ``hard_sigmoid`` (``tf_keras/src/backend.py:5926-5944``): multiply by 0.2, add 0.5, clip to
+    [0, 1], constants in ``a``'s dtype; ONNX's HardSigmoid at its defaults, bit for bit."""
+    return hard_sigmoid(a, out=out)
+
+
+def keras3_hard_sigmoid(a, out=None):
+    """Keras 3's ``hard_sigmoid``, ``relu6(x + 3) / 6`` = ``clip(x / 6 + 1/2, 0, 1)``."""
+    return hard_sigmoid(a, out=out, alpha=1.0 / 6.0, beta=0.5)
+
+
 def elu(a, out=None, alpha=1.0):
     """``x if x >= 0 else alpha * (e^x - 1)`` (``expm1`` on the negative part only: no overflow)."""
     negative = np.expm1(np.minimum(a, a.dtype.type(0)))

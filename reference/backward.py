@@ -35,14 +35,14 @@ import numpy as np
 from .conventions import Convention, as_convention
 from .equations import sigmoid
 from .forward import MASKED_OUTPUTS, _check_inputs, merge_directions
-from .mistakes import hard_sigmoid_keras2, hard_sigmoid_keras3
+from .activations import keras2_hard_sigmoid, keras3_hard_sigmoid
 from .params import MERGE_MODES, GRUParams, Layers, check_layers
 
 # g'(a) written through g's output y = g(a), for the gate activations the reference models.
 GATE_DERIVATIVES = {
     sigmoid: lambda y: y * (1.0 - y),
-    hard_sigmoid_keras2: lambda y: np.where((y > 0.0) & (y < 1.0), 0.2, 0.0),
-    hard_sigmoid_keras3: lambda y: np.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0),
+    keras2_hard_sigmoid: lambda y: np.where((y > 0.0) & (y < 1.0), 0.2, 0.0),
+    keras3_hard_sigmoid: lambda y: np.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0),
 }
 
 

@@ -13,17 +13,10 @@ from typing import Callable
 
 import numpy as np
 
+from .activations import keras2_hard_sigmoid, keras3_hard_sigmoid
 from .conventions import Convention
 from .equations import sigmoid
 from .params import RECURRENT_BIASES, GRUParams
-
-
-def hard_sigmoid_keras2(a, out=None):
-    return np.clip(0.2 * a + 0.5, 0.0, 1.0, out=out)
-
-
-def hard_sigmoid_keras3(a, out=None):
-    return np.clip(a / 6.0 + 0.5, 0.0, 1.0, out=out)
 
 
 @dataclass(frozen=True)
@@ -223,10 +216,10 @@ CATALOGUE: tuple[Mistake, ...] = (
             lambda s: replace(s, mask=None), applies=lambda s: s.mask is not None and not s.mask.all()),
     Mistake("hard sigmoid gates (Keras 2)", "z and r use clip(0.2 a + 0.5, 0, 1) instead of sigmoid",
             "use recurrent_activation='sigmoid' (Keras 2's GRU defaulted to hard_sigmoid)",
-            lambda s: replace(s, gate_activation=hard_sigmoid_keras2)),
+            lambda s: replace(s, gate_activation=keras2_hard_sigmoid)),
     Mistake("hard sigmoid gates (Keras 3)", "z and r use clip(a / 6 + 0.5, 0, 1) instead of sigmoid",
             "use recurrent_activation='sigmoid' (Keras 3's hard_sigmoid is relu6(a + 3) / 6)",
-            lambda s: replace(s, gate_activation=hard_sigmoid_keras3)),
+            lambda s: replace(s, gate_activation=keras3_hard_sigmoid)),
 )
 CONVENTION_MISTAKES = (FLIP_UPDATE, FLIP_RESET)
 BY_NAME = {m.name: m for m in (*CATALOGUE, *CONVENTION_MISTAKES)}

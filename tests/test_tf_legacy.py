@@ -15,6 +15,7 @@ import pytest
 
 import adapters
 from reference import Convention, fold_recurrent_biases, gru_stack, random_layers
+from reference.activations import keras2_hard_sigmoid
 from reports.matrix import compare_configuration
 
 from .conftest import adapter_or_skip
@@ -276,17 +277,17 @@ def test_keras2_hard_sigmoid_is_reproduced_bit_for_bit(tfl, dtype):
 
     grid = np.concatenate([np.linspace(-6, 6, 241), [-2.5, 2.5, -2.5000001, 2.4999999, 1e-8]]).astype(dtype)
     expected = tf_keras.activations.hard_sigmoid(tf.constant(grid)).numpy()
-    got = tfl.keras2_hard_sigmoid(grid.copy())
+    got = keras2_hard_sigmoid(grid.copy())
     assert got.dtype == np.dtype(dtype) and np.array_equal(got, expected), np.abs(got - expected).max()
     buffer = grid.copy()
-    assert tfl.keras2_hard_sigmoid(buffer, out=buffer) is buffer and np.array_equal(buffer, expected)
+    assert keras2_hard_sigmoid(buffer, out=buffer) is buffer and np.array_equal(buffer, expected)
 
 
 def test_keras2_and_keras3_hard_sigmoids_differ(tfl):
     import keras
 
     at_one = float(np.asarray(keras.activations.hard_sigmoid(np.array([1.0], np.float32)))[0])
-    assert tfl.keras2_hard_sigmoid(np.array([1.0]))[0] == pytest.approx(0.7) and at_one == pytest.approx(1 / 6 + 0.5), at_one
+    assert keras2_hard_sigmoid(np.array([1.0]))[0] == pytest.approx(0.7) and at_one == pytest.approx(1 / 6 + 0.5), at_one
 
 
 def test_default_activations_and_reset_placement_differ_from_keras3(tfl):
@@ -308,7 +309,7 @@ def test_default_activations_and_reset_placement_differ_from_keras3(tfl):
 @pytest.mark.parametrize("name", [V1_GRU, f"{V1_GRU} + mask", "tf.compat.v1.keras.layers.RNN(GRUCell)"])
 def test_v1_default_rows_need_the_hard_sigmoid_to_match(adapter, tfl, name):
     config = adapter.configuration(name)
-    assert dict(config.reference_options) == {"gate_activation": tfl.keras2_hard_sigmoid}, config.reference_options
+    assert dict(config.reference_options) == {"gate_activation": keras2_hard_sigmoid}, config.reference_options
     layers = _layers_for(config)
     x, h0, mask = _probe(config)
     observed = adapter.run(adapter.build(config, layers, np.float64), x, h0, mask)
@@ -322,7 +323,7 @@ def test_a_users_v1_gru_is_described_with_its_hard_sigmoid(adapter, tfl):
     layer(np.zeros((1, 2, 3)))
     config = adapter.describe(layer)
     assert config.claimed == BEFORE and not config.separate_recurrent_bias, config
-    assert dict(config.reference_options).get("gate_activation") is tfl.keras2_hard_sigmoid, config.reference_options
+    assert dict(config.reference_options).get("gate_activation") is keras2_hard_sigmoid, config.reference_options
     layers = adapter.extract(layer)
     x, h0, _ = _probe(config)
     error = _max_error(adapter.run(layer, x, h0), layers, config, x, h0, None, BEFORE)
