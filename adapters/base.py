@@ -81,6 +81,14 @@ class LayerConfig:
             return ()
         return ALL_BIASES if self.separate_recurrent_bias else INPUT_BIASES
 
+    def holdable(self, layers):
+        """``layers`` with every bias this class lacks set to zero: the parameters it can hold."""
+        absent = [name for name in ALL_BIASES if name not in self.bias_fields]
+        if not absent:
+            return [list(layer) for layer in layers]
+        return [[p.replace(**{name: np.zeros_like(getattr(p, name)) for name in absent}) for p in layer]
+                for layer in layers]
+
     @property
     def framework_class(self) -> str:
         """The class this configuration exercises, read off its name: ``nn.GRU(batch_first=True)`` is

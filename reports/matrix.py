@@ -13,7 +13,6 @@ import numpy as np
 
 import adapters
 from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
-from adapters.base import ALL_BIASES
 from reference import Convention, ForwardDifference, compare_forward, gru_stack, tolerance_for
 from reference.identify import Identification, Observation, Structure, design_probe, identify_observations
 from reference.params import layer_input_size
@@ -57,11 +56,7 @@ def make_probe(case: Case, config: LayerConfig, dtype) -> StackProbe:
             design_probe(width, case.hidden_size, seed=case.seed * 100 + index * 2 + direction, dtype=dtype).params
             for direction in range(config.directions)
         ])
-    absent = [name for name in ALL_BIASES if name not in config.bias_fields]
-    if absent:
-        # Only what the class can hold: its absent biases are zero (a single-bias layout has no c_*).
-        layers = [[p.replace(**{name: np.zeros_like(getattr(p, name)) for name in absent}) for p in layer]
-                  for layer in layers]
+    layers = config.holdable(layers)  # its absent biases are zero (a single-bias layout has no c_*)
     rng = np.random.default_rng([case.seed, 1])
     x = rng.normal(size=(case.batch, case.time, case.input_size)).astype(dtype)
     # A non-zero initial state: with h0 = 0 the first step cannot tell the blends apart.

@@ -48,8 +48,7 @@ def fx(flax_adapter):
 def _layers_for(config, dtype=np.float64, seed=0):
     """Random parameters with zeros where ``config`` holds no bias."""
     layers = random_layers(INPUT, HIDDEN, bidirectional=config.bidirectional, seed=seed, dtype=dtype)
-    absent = [name for name in adapters.base.ALL_BIASES if name not in config.bias_fields]
-    return [[p.replace(**{name: np.zeros_like(getattr(p, name)) for name in absent}) for p in layer] for layer in layers]
+    return config.holdable(layers)
 
 
 def _probe(config, dtype=np.float64, seed=1):

@@ -42,8 +42,7 @@ def _layers_for(config, input_size=3, hidden_size=4, dtype=np.float64, seed=0):
     """Random parameters with zeros where ``config`` holds no bias."""
     layers = random_layers(input_size, hidden_size, num_layers=config.num_layers,
                            bidirectional=config.bidirectional, seed=seed, dtype=dtype)
-    absent = [name for name in adapters.base.ALL_BIASES if name not in config.bias_fields]
-    return [[p.replace(**{name: np.zeros_like(getattr(p, name)) for name in absent}) for p in layer] for layer in layers]
+    return config.holdable(layers)
 
 
 def _probe(config, batch=3, time_steps=5, input_size=3, hidden_size=4, dtype=np.float64, seed=1):
