@@ -239,10 +239,11 @@ class Section:
     shapes: str
     seed: int
     error: str | None
-    claim_source: str
-    layout: str
+    claim_source: str  # empty when the ecosystem row states the same (``ecosystem_anchor`` links it)
+    layout: str  # likewise
     biases: str
     padding: str
+    ecosystem_anchor: str
 
     @property
     def open(self) -> bool:
@@ -325,14 +326,28 @@ def _biases(fields: tuple[str, ...]) -> str:
     return " ".join(fields) if fields else "none"
 
 
-def _section(anchor: str, result: ConfigResult) -> Section:
+def ecosystem_anchor(framework: str, component: str, claims: str) -> str:
+    return anchor_for(f"ecosystem {framework} {component} {claims}")
+
+
+def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRow]) -> Section:
+    """One configuration's evidence; facts its ecosystem row already states are linked, not repeated
+    (hundreds of rows would otherwise carry the same source lines and layouts)."""
     case, config = result.case, result.config
+    eco_anchor = ecosystem_anchor(result.framework, config.framework_class, result.claimed.id)
+    eco = ecosystem.get(eco_anchor)
+    claim_source = config.claim_source or "not recorded"
+    layout = config.layout or "not recorded"
+    if eco is not None and eco.claim_source == config.claim_source:
+        claim_source = ""
+    if eco is not None and eco.layout == config.layout:
+        layout = ""
     shapes = (f"batch {case.batch}, time {case.time}, input {case.input_size}, hidden {case.hidden_size}, "
               f"layers {config.num_layers}, directions {config.directions}")
     common = dict(
         anchor=anchor, framework=result.framework, label=config.label, dtype=result.dtype.name,
         claimed=result.claimed.id, reproduce=result.rerun_command(), shapes=shapes, seed=case.seed,
-        findings=result.findings(), claim_source=config.claim_source or "not recorded", layout=config.layout or "not recorded",
+        findings=result.findings(), claim_source=claim_source, layout=layout, ecosystem_anchor=eco_anchor,
         biases=_biases(config.bias_fields), padding=config.padding_semantics,
     )
     if result.error:
@@ -347,8 +362,10 @@ def _section(anchor: str, result: ConfigResult) -> Section:
             diff.outputs.first_divergent_step if diff.outputs else None, diff.passed,
         ))
     heatmaps = []
-    # Heatmaps where a reader needs them: rows whose numbers are a finding. A row that computes as documented has its
-    # numbers and chart; hundreds of unneeded heatmaps would push the page past 1.5 MB.
+    # Pictures where a reader needs them, so a page of several hundred rows stays under 1.5 MB: a row that
+    # computes as documented has its numbers (the stats table); a row with a numeric finding (precision,
+    # failure; a documentation finding is words, not numbers) adds the chart of the
+    # error per timestep; a row where no formula fits, or another than documented, adds the heatmaps.
     numeric_finding = result.matched is None or result.matched != result.claimed  # a precision row has its chart
     if result.observed.outputs is not None and numeric_finding:
         best = result.matched or result.ranked()[0][0]
@@ -360,7 +377,8 @@ def _section(anchor: str, result: ConfigResult) -> Section:
         matched=result.matched.id if result.matched else None,
         precision=result.precision.describe() if result.precision else "no formula fits at any precision",
         margin=identification.margin, ambiguous=identification.ambiguous,
-        diagnosis=[d.describe() for d in identification.diagnosis], stats=stats, chart=_chart(result),
+        diagnosis=[d.describe() for d in identification.diagnosis], stats=stats,
+        chart=_chart(result) if any(kind != "documentation" for kind, _ in result.findings()) else None,
         heatmaps=heatmaps, error=None, **common,
     )
 
@@ -453,14 +471,16 @@ def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: 
         frameworks=[f"{g.framework} ({g.versions})" for g in groups.values() if not g.unavailable],
         findings=findings,
     )
-    sections = [_section(anchor, r) for anchor, r in zip(anchors, results)]
+    ecosystem = build_ecosystem(rows)
+    by_anchor = {ecosystem_anchor(e.framework, e.component, e.claims): e for e in ecosystem if not e.unavailable}
+    sections = [_section(anchor, r, by_anchor) for anchor, r in zip(anchors, results)]
     return Report(
         title="GRU equivalence report",
         generated_at=generated_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         tool_version=version,
         environment=environment(),
         verdict=verdict,
-        ecosystem=build_ecosystem(rows),
+        ecosystem=ecosystem,
         groups=list(groups.values()),
         formulas=_formula_cards(),
         sections=sections,
@@ -477,6 +497,7 @@ _ENV = Environment(loader=PackageLoader("reports", "templates"), autoescape=sele
 _ENV.filters["sci"] = lambda value: "-" if value is None else f"{value:.2e}"
 # Convention ids break after "+" rather than mid-word in narrow columns.
 _ENV.filters["conv"] = lambda value: Markup("+<wbr>").join(escape(part) for part in str(value).split("+"))
+_ENV.filters["ecosystem_anchor"] = ecosystem_anchor
 
 
 def render_html(report: Report) -> str:

@@ -191,8 +191,10 @@ def _read_page(page) -> dict:
         details = page.locator(f"#{anchor}")  # by id: once open it no longer matches :not([open])
         details.locator("summary").click()
         facts["expanded"] = details.evaluate("d => d.open")
-        facts["chartBox"] = details.locator("svg.chart").bounding_box()
-        facts["chartLines"] = details.locator("svg.chart polyline").count()
+        facts["closedStats"] = details.locator("table.stats tbody tr").count()  # numbers: every row has them
+        charted = page.locator("details.config[open]:has(svg.chart)").first  # a chart: rows with a finding
+        facts["chartBox"] = charted.locator("svg.chart").bounding_box()
+        facts["chartLines"] = charted.locator("svg.chart polyline").count()
         flagged = page.locator("details.config[open]:has(svg.heatmap)").first  # drawn where no formula fits
         facts["heatmapBox"] = flagged.locator("svg.heatmap").first.bounding_box()
         facts["colourBar"] = flagged.locator("svg.heatmap use[href='#colour-bar']").count()
@@ -221,6 +223,7 @@ def test_report_reads_in_ten_seconds_in_chromium_at_1280(full_report, tmp_path):
     assert len(facts["findingLinks"]) == len(data["verdict"]["findings"])
     assert facts["formulas"] == 4 and facts["marks"] == 8
     assert facts.get("expanded") is True, facts
+    assert facts["closedStats"] == 4, facts
     assert facts["chartLines"] == 4 and facts["chartBox"]["width"] > 300 and facts["chartBox"]["height"] > 150, facts
     assert facts["heatmapBox"]["width"] > 100 and facts["heatmapBox"]["height"] > 100 and facts["colourBar"] == 2, facts
     assert not problems, problems
