@@ -35,7 +35,7 @@ from .forward import gru_stack
 from .mistakes import CATALOGUE, Mistake, Scenario, convention_mistakes
 from .equations import sigmoid
 from .params import GRUParams
-from .precision import PrecisionVerdict, coarser_precisions
+from .precision import MODELLED_TOLERANCES, PrecisionVerdict, coarser_precisions, explaining_precision, model_error, separation_for
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,9 @@ class Identification:
         if self.precision is not None:
             lines.append(f"precision: {self.precision.describe()}")
         if self.candidates:
+            needed = separation_for(self.precision.computed) if self.precision else SEPARATION_FACTOR
             lines.append(f"margin: the runner-up misses by {self.margin:.3g} x tolerance ({self.tolerance:g}); "
-                         f"{SEPARATION_FACTOR:g} x is needed to decide")
+                         f"{needed:g} x is needed to decide")
         else:
             lines.append(f"the nearest convention misses by {self.margin:.3g} x tolerance ({self.tolerance:g})")
         lines += [f"  {c.id}: max abs error {e:.3g}" for c, e in sorted(self.errors.items(), key=lambda i: i[1])]
@@ -265,19 +266,24 @@ def identify_observations(
     computed = requested.name
     errors, passing = _judge(observations, structure, tolerance_pair)
     if not passing:
-        for name, coarse_pair in coarser_precisions(requested):
+        # Coarser precisions, finest first: the NumPy dtypes, then the modelled formats (TF32, float16,
+        # bfloat16, int8), each with its own separation rule (reference.precision.separation_for).
+        for name, coarse_pair in coarser_precisions(requested, modelled=True):
             _, coarse_passing = _judge(observations, structure, coarse_pair)
-            if len(coarse_passing) == 1 and _margin(errors, coarse_passing, sum(coarse_pair)) >= SEPARATION_FACTOR:
+            if len(coarse_passing) == 1 and _margin(errors, coarse_passing, sum(coarse_pair)) >= separation_for(name):
                 passing, tolerance_pair, computed = coarse_passing, coarse_pair, name
                 break
     tolerance = sum(tolerance_pair)
     margin = _margin(errors, passing, tolerance)
-    ambiguous = len(passing) > 1 or (len(passing) == 1 and margin < SEPARATION_FACTOR)
+    ambiguous = len(passing) > 1 or (len(passing) == 1 and margin < separation_for(computed))
     matched = passing[0] if len(passing) == 1 and not ambiguous else None
     result = Identification(matched, errors, tolerance, margin, ambiguous, passing)
     if passing:
         best = min(errors[c] for c in passing)
-        result.precision = PrecisionVerdict(requested.name, computed, best, requested_tolerance)
+        model = None
+        if matched and computed in MODELLED_TOLERANCES:
+            computed, model = _explaining_precision(observations[0], structure, matched, best, computed)
+        result.precision = PrecisionVerdict(requested.name, computed, best, requested_tolerance, model)
     expected = as_convention(expected) if expected is not None else None
     if matched and expected and matched != expected:
         result.diagnosis = [Diagnosis(expected, convention_mistakes(expected, matched), errors[matched])]
@@ -290,6 +296,23 @@ def identify_observations(
                 result.precision = PrecisionVerdict(requested.name, name, best, requested_tolerance)
                 break
     return result
+
+
+def _explaining_precision(observation: Observation, structure: Structure, convention: Convention, error: float,
+                          rung: str) -> tuple[str, float | None]:
+    """Which modelled precision explains ``error``, judged by running each precision model of the reference
+    on this very observation: a tolerance alone cannot tell (an int8 error also fits bfloat16's tolerance).
+    Keeps ``rung`` (the first whose tolerance fits) when the structure needs options the models lack."""
+    if structure.reference_options:
+        return rung, None
+    layers = [list(layer) for layer in observation.layers]
+    models = {
+        name: model_error(observation.x, layers, convention, name, h0=observation.h0, mask=observation.mask,
+                          merge=structure.merge, masked_output=structure.masked_output, reverse=structure.reverse)
+        for name in MODELLED_TOLERANCES
+    }
+    name = explaining_precision(error, models) or rung
+    return name, models.get(name)
 
 
 def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes) -> list[Diagnosis]:
