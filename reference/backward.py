@@ -21,9 +21,13 @@ step contributes no parameter or input gradient. The gradient of ``outputs[:, t]
 output is the state after step ``t``; what a framework outputs at padded steps is handled by
 ``gru_stack_grad`` through ``masked_output``).
 
-Cost: the forward stores z, r, h_cand, h_prev and q or s for every step (``5 x time x batch x hidden``);
-the backward keeps O(batch x hidden) per step of its own, with one recurrent matmul a step
-(reset-after) or two (reset-before), and every weight gradient as one matmul over all steps.
+Cost: the forward is ``reference.gru``'s own step (``forward._Recurrence``), writing z|r, h_cand, q or s
+and the state straight into the tape (``5 x time x batch x hidden``; h_prev of a step is the state before
+it, not a copy). The backward keeps each step's pre-activation gradients (``4 x batch x hidden``
+reset-after, 3 reset-before: every weight gradient is then one matmul over all steps) and a few
+``(batch, hidden)`` buffers that every step reuses; each derivative below writes into the buffers it is
+given. One recurrent matmul a step (reset-after) or two (reset-before); time and memory are linear in
+the sequence length (``make bench`` prints both, and the ratio to torch autograd).
 """
 
 from __future__ import annotations
@@ -34,47 +38,81 @@ import numpy as np
 
 from .conventions import Convention, as_convention
 from .equations import sigmoid
-from .forward import MASKED_OUTPUTS, _check_inputs, merge_directions
+from .forward import MASKED_OUTPUTS, _check_inputs, _Recurrence, _with_out, input_projection, merge_directions
 from .activations import keras2_hard_sigmoid, keras3_hard_sigmoid
 from .params import MERGE_MODES, GRUParams, Layers, check_layers
 
-# g'(a) written through g's output y = g(a), for the gate activations the reference models.
+# g'(a) written through g's output y = g(a), for the gate activations the reference models; each
+# writes into ``out`` (one buffer per step, no allocation).
+def _sigmoid_derivative(y, out):
+    out = np.subtract(1.0, y, out=out)
+    out *= y
+    return out
+
+
+def _hard_sigmoid_derivative(slope):
+    def derivative(y, out):
+        np.copyto(out, np.where((y > 0.0) & (y < 1.0), slope, 0.0))
+        return out
+    return derivative
+
+
 GATE_DERIVATIVES = {
-    sigmoid: lambda y: y * (1.0 - y),
-    keras2_hard_sigmoid: lambda y: np.where((y > 0.0) & (y < 1.0), 0.2, 0.0),
-    keras3_hard_sigmoid: lambda y: np.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0),
+    sigmoid: _sigmoid_derivative,
+    keras2_hard_sigmoid: _hard_sigmoid_derivative(0.2),
+    keras3_hard_sigmoid: _hard_sigmoid_derivative(1.0 / 6.0),
 }
 
 
 # ---------------------------------------------------------------- one derivative per forward equation
+# Each writes its results into the buffers it is given (the backward loop's per-step slots).
 
 
-def blend_z_on_previous_backward(dh_t, z, h_prev, h_cand):
-    """``h_t = z * h_prev + (1 - z) * h_cand`` -> ``(dz, dh_prev_direct, dh_cand)``."""
-    return dh_t * (h_prev - h_cand), dh_t * z, dh_t * (1.0 - z)
+def blend_z_on_previous_backward(dh_t, z, h_prev, h_cand, dz, dh_prev, dh_cand):
+    """``h_t = z * h_prev + (1 - z) * h_cand`` -> ``dz = dh_t * (h_prev - h_cand)``, ``dh_prev = dh_t * z``
+    (the direct term), ``dh_cand = dh_t * (1 - z)``."""
+    np.subtract(h_prev, h_cand, out=dz)
+    dz *= dh_t
+    np.multiply(dh_t, z, out=dh_prev)
+    np.subtract(dh_t, dh_prev, out=dh_cand)  # dh_t * (1 - z), as dh_t - dh_t * z: no (1 - z) temporary
 
 
-def blend_z_on_candidate_backward(dh_t, z, h_prev, h_cand):
-    """``h_t = (1 - z) * h_prev + z * h_cand`` -> ``(dz, dh_prev_direct, dh_cand)``."""
-    return dh_t * (h_cand - h_prev), dh_t * (1.0 - z), dh_t * z
+def blend_z_on_candidate_backward(dh_t, z, h_prev, h_cand, dz, dh_prev, dh_cand):
+    """``h_t = (1 - z) * h_prev + z * h_cand`` -> ``dz = dh_t * (h_cand - h_prev)``,
+    ``dh_prev = dh_t * (1 - z)`` (the direct term), ``dh_cand = dh_t * z``."""
+    np.subtract(h_cand, h_prev, out=dz)
+    dz *= dh_t
+    np.multiply(dh_t, z, out=dh_cand)
+    np.subtract(dh_t, dh_cand, out=dh_prev)
 
 
-def candidate_reset_after_backward(dh_cand, h_cand, r, q):
-    """``h_cand = tanh(x W_h + b_h + r * q)``, ``q = h_prev U_h + c_h`` -> ``(da_h, dr, dq)``."""
-    da_h = dh_cand * (1.0 - h_cand * h_cand)
-    return da_h, da_h * q, da_h * r
+def _tanh_backward(dh_cand, h_cand, da_h, scratch):
+    """``da_h = dh_cand * (1 - h_cand^2)``; ``da_h`` may be ``dh_cand`` itself."""
+    np.multiply(h_cand, h_cand, out=scratch)
+    np.subtract(1.0, scratch, out=scratch)
+    np.multiply(dh_cand, scratch, out=da_h)
 
 
-def candidate_reset_before_backward(dh_cand, h_cand, r, h_prev, U_h):
-    """``h_cand = tanh(x W_h + b_h + (r * h_prev) U_h + c_h)`` -> ``(da_h, dr, dh_prev_through_s)``."""
-    da_h = dh_cand * (1.0 - h_cand * h_cand)
-    ds = da_h @ U_h.T
-    return da_h, ds * h_prev, ds * r
+def candidate_reset_after_backward(dh_cand, h_cand, r, q, da_h, dr, dq, scratch):
+    """``h_cand = tanh(x W_h + b_h + r * q)``, ``q = h_prev U_h + c_h`` -> ``da_h``, ``dr = da_h * q``, ``dq = da_h * r``."""
+    _tanh_backward(dh_cand, h_cand, da_h, scratch)
+    np.multiply(da_h, q, out=dr)
+    np.multiply(da_h, r, out=dq)
 
 
-def gate_backward(d_gate, gate, derivative):
-    """``gate = g(a)`` -> ``da = d_gate * g'(a)`` (for the update and the reset gate alike)."""
-    return d_gate * derivative(gate)
+def candidate_reset_before_backward(dh_cand, h_cand, r, h_prev, U_h_T, da_h, dr, dh_prev, scratch):
+    """``h_cand = tanh(x W_h + b_h + (r * h_prev) U_h + c_h)`` -> ``da_h``, ``ds = da_h U_h^T``,
+    ``dr = ds * h_prev``, and ``dh_prev += ds * r`` (through ``s = r * h_prev``)."""
+    _tanh_backward(dh_cand, h_cand, da_h, scratch)
+    ds = np.matmul(da_h, U_h_T, out=scratch)
+    np.multiply(ds, h_prev, out=dr)
+    ds *= r
+    dh_prev += ds
+
+
+def gate_backward(d_gate, gate, derivative, scratch):
+    """``gate = g(a)`` -> ``da = d_gate * g'(a)``, in place over ``d_gate`` (z and r together, over [z | r])."""
+    d_gate *= derivative(gate, out=scratch)
 
 
 BLEND_BACKWARD = {"z_on_previous": blend_z_on_previous_backward, "z_on_candidate": blend_z_on_candidate_backward}
@@ -95,47 +133,30 @@ class GRUGradients:
 
 @dataclass(frozen=True)
 class _Tape:
-    """What the forward keeps for the backward, time-major ``(time, batch, hidden)``, in processing order."""
+    """What the forward keeps for the backward, time-major, in processing order (step ``k``)."""
 
-    z: np.ndarray
-    r: np.ndarray
-    h_cand: np.ndarray
-    h_prev: np.ndarray
-    q_or_s: np.ndarray  # q = h_prev U_h + c_h (reset-after) or s = r * h_prev (reset-before)
-    outputs: np.ndarray  # state after each step, in input order (batch, time, hidden)
-    h_last: np.ndarray
+    zr: np.ndarray  # (time, batch, 2H): [z | r]
+    h_cand: np.ndarray  # (time, batch, H)
+    q_or_s: np.ndarray  # (time, batch, H): q = h_prev U_h + c_h (reset-after) or s = r * h_prev (reset-before)
+    states: np.ndarray  # (time + 1, batch, H): h0, then the state after each step; h_prev of step k is states[k]
 
 
-def _forward_with_tape(x, p: GRUParams, convention: Convention, h0, mask, reverse, dtype, gate_activation) -> _Tape:
-    batch, time, input_size = x.shape
+def _forward_with_tape(x, p: GRUParams, convention: Convention, h0, mask, order, dtype, gate_activation) -> _Tape:
+    """``reference.gru``'s own step (``_Recurrence``), writing z|r, h_cand and q or s straight into the tape."""
+    batch, time, _ = x.shape
     H = p.hidden_size
-    after = convention.reset == "after"
-    W = np.concatenate([p.W_z, p.W_r, p.W_h], axis=1)
-    x_proj = (np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(time * batch, input_size) @ W).reshape(time, batch, 3 * H)
-    x_proj += np.concatenate([p.b_z, p.b_r, p.b_h])
-    U = np.asfortranarray(np.concatenate([p.U_z, p.U_r, p.U_h] if after else [p.U_z, p.U_r], axis=1))
-    tape = {name: np.empty((time, batch, H), dtype) for name in ("z", "r", "h_cand", "h_prev", "q_or_s")}
-    outputs = np.empty((time, batch, H), dtype)
-    h = np.zeros((batch, H), dtype) if h0 is None else np.array(h0, dtype=dtype)
-    order = range(time - 1, -1, -1) if reverse else range(time)
-    for k, t in enumerate(order):
-        projection = h @ U
-        z = gate_activation(x_proj[t, :, :H] + projection[:, :H] + p.c_z)
-        r = gate_activation(x_proj[t, :, H : 2 * H] + projection[:, H : 2 * H] + p.c_r)
-        if after:
-            q_or_s = projection[:, 2 * H :] + p.c_h
-            h_cand = np.tanh(x_proj[t, :, 2 * H :] + r * q_or_s)
-        else:
-            q_or_s = r * h
-            h_cand = np.tanh(x_proj[t, :, 2 * H :] + q_or_s @ p.U_h + p.c_h)
-        h_new = z * h + (1 - z) * h_cand if convention.update == "z_on_previous" else (1 - z) * h + z * h_cand
-        if mask is not None:
-            h_new = np.where(mask[:, t, None], h_new, h)
-        for name, value in (("z", z), ("r", r), ("h_cand", h_cand), ("h_prev", h), ("q_or_s", q_or_s)):
-            tape[name][k] = value
-        outputs[t] = h_new
-        h = h_new
-    return _Tape(**tape, outputs=outputs.transpose(1, 0, 2), h_last=h)
+    x_proj = input_projection(x, p, dtype)
+    recurrence = _Recurrence(p, convention, batch, dtype, _with_out(gate_activation))
+    tape = _Tape(zr=np.empty((time, batch, 2 * H), dtype), h_cand=np.empty((time, batch, H), dtype),
+                 q_or_s=np.empty((time, batch, H), dtype), states=np.empty((time + 1, batch, H), dtype))
+    tape.states[0] = 0.0 if h0 is None else h0
+    with np.errstate(over="ignore"):  # the sigmoid's exp may overflow to inf: the exact limit 0
+        for k, t in enumerate(order):
+            recurrence.step(x_proj[:, t], tape.states[k], out=tape.states[k + 1],
+                            zr=tape.zr[k], h_cand=tape.h_cand[k], q_or_s=tape.q_or_s[k])
+            if mask is not None:  # padding carries the state
+                np.copyto(tape.states[k + 1], tape.states[k], where=~mask[:, t, None])
+    return tape
 
 
 def _check_gradient(name: str, value, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -178,6 +199,11 @@ def gru_grad(
     ``d_outputs (batch, time, hidden)`` and ``d_h_last (batch, hidden)`` are the gradients of the loss
     with respect to what ``gru`` returns; at least one must be given. Returns ``GRUGradients`` with a
     gradient for every parameter (biases included, even all-zero ones), for ``x`` and for ``h0``.
+
+    Cost: the forward's tape (``5 x time x batch x hidden``: z|r, h_cand, q or s, the states), the
+    pre-activation gradients of every step (``4 x`` (reset-after) or ``3 x time x batch x hidden``, kept
+    for the weight gradients, which are one matmul each over all steps) and a few ``(batch, hidden)``
+    buffers; one recurrent matmul a step (reset-after) or two (reset-before). Time is linear in length.
     """
     convention = as_convention(convention)
     if not isinstance(params, GRUParams):
@@ -194,61 +220,65 @@ def gru_grad(
         raise ValueError("give d_outputs and/or d_h_last: the gradient of your loss with respect to outputs and h_last")
     p = params if params.dtype == np.dtype(dtype) else params.astype(dtype)
     x = x.astype(dtype, copy=False)
-    tape = _forward_with_tape(x, p, convention, h0, mask, reverse, dtype, gate_activation)
+    order = range(time - 1, -1, -1) if reverse else range(time)
+    tape = _forward_with_tape(x, p, convention, h0, mask, order, dtype, gate_activation)
     after = convention.reset == "after"
     blend_backward = BLEND_BACKWARD[convention.update]
 
+    # Step k's pre-activation gradients, [da_h | da_z | da_r | dq] (reset-after) or [da_h | da_z | da_r]:
+    # da_h first so that [:, :3H] feeds the input-weight gradients and [:, H:] the recurrent matmul,
+    # both without a copy.
+    d_pre = np.empty((time, batch, (4 if after else 3) * H), dtype)
     U_T = np.ascontiguousarray(np.concatenate([p.U_z, p.U_r, p.U_h] if after else [p.U_z, p.U_r], axis=1).T)
-    d_pre = np.empty((time, batch, 3 * H), dtype)  # da_z | da_r | da_h, processing order
-    dq = np.empty((time, batch, H), dtype) if after else None
+    U_h_T = None if after else np.ascontiguousarray(p.U_h.T)
     dh = np.zeros((batch, H), dtype) if d_h_last is None else np.array(d_h_last, dtype=dtype)
-    order = list(range(time - 1, -1, -1) if reverse else range(time))
+    dh_prev, scratch, through_U = (np.empty((batch, H), dtype) for _ in range(3))
+    scratch_zr = np.empty((batch, 2 * H), dtype)
     for k in range(time - 1, -1, -1):  # backwards through the processing order
         t = order[k]
         if d_outputs is not None:
-            dh = dh + d_outputs[:, t]
-        z, r, h_cand, h_prev, q_or_s = tape.z[k], tape.r[k], tape.h_cand[k], tape.h_prev[k], tape.q_or_s[k]
-        dz, dh_prev, dh_cand = blend_backward(dh, z, h_prev, h_cand)
+            dh += d_outputs[:, t]
+        zr, h_cand, q_or_s, h_prev = tape.zr[k], tape.h_cand[k], tape.q_or_s[k], tape.states[k]
+        z, r = zr[:, :H], zr[:, H:]
+        d = d_pre[k]
+        da_h, da_z, da_r = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H]
+        blend_backward(dh, z, h_prev, h_cand, dz=da_z, dh_prev=dh_prev, dh_cand=da_h)
         if after:
-            da_h, dr, dq_k = candidate_reset_after_backward(dh_cand, h_cand, r, q_or_s)
+            candidate_reset_after_backward(da_h, h_cand, r, q_or_s, da_h=da_h, dr=da_r, dq=d[:, 3 * H :], scratch=scratch)
         else:
-            da_h, dr, dh_through_s = candidate_reset_before_backward(dh_cand, h_cand, r, h_prev, p.U_h)
-            dh_prev = dh_prev + dh_through_s
-        da_z = gate_backward(dz, z, derivative)
-        da_r = gate_backward(dr, r, derivative)
+            candidate_reset_before_backward(da_h, h_cand, r, h_prev, U_h_T, da_h=da_h, dr=da_r, dh_prev=dh_prev,
+                                            scratch=scratch)
+        gate_backward(d[:, H : 3 * H], zr, derivative, scratch=scratch_zr)
         if mask is not None:
-            real = mask[:, t, None]
-            da_z, da_r, da_h = da_z * real, da_r * real, da_h * real
-            if after:
-                dq_k = dq_k * real
-        d_pre[k, :, :H], d_pre[k, :, H : 2 * H], d_pre[k, :, 2 * H :] = da_z, da_r, da_h
-        through_U = np.concatenate([da_z, da_r, dq_k] if after else [da_z, da_r], axis=1) @ U_T
-        if after:
-            dq[k] = dq_k
-        dh_prev = dh_prev + through_U
-        dh = dh_prev if mask is None else np.where(mask[:, t, None], dh_prev, dh)
+            d *= mask[:, t, None]  # a padded step contributes no parameter or input gradient
+        dh_prev += np.matmul(d[:, H:], U_T, out=through_U)
+        if mask is not None:  # padding carried the state: the gradient passes through unchanged
+            np.copyto(dh_prev, dh, where=~mask[:, t, None])
+        dh, dh_prev = dh_prev, dh
 
-    # Weight gradients: every step at once. Rows of d_pre are in processing order; x follows it.
-    steps = np.array(order)
-    x_rows = x[:, steps].transpose(1, 0, 2).reshape(time * batch, input_size)
-    pre_rows = d_pre.reshape(time * batch, 3 * H)
-    h_rows = tape.h_prev.reshape(time * batch, H)
-    dW = x_rows.T @ pre_rows
-    db = pre_rows.sum(axis=0)
-    dU_zr = h_rows.T @ pre_rows[:, : 2 * H]
+    # Weight gradients: every step at once, rows in processing order (x is reordered to match).
+    rows = time * batch
+    x_steps = x[:, ::-1] if reverse else x
+    x_rows = np.ascontiguousarray(x_steps.transpose(1, 0, 2)).reshape(rows, input_size)
+    pre_rows = d_pre.reshape(rows, d_pre.shape[2])
+    h_rows = tape.states[:time].reshape(rows, H)
+    dW = x_rows.T @ pre_rows[:, : 3 * H]  # columns h | z | r
+    db = pre_rows[:, : 3 * H].sum(axis=0)
     if after:
-        dq_rows = dq.reshape(time * batch, H)
-        dU_h, dc_h = h_rows.T @ dq_rows, dq_rows.sum(axis=0)
+        dU = h_rows.T @ pre_rows[:, H:]  # columns z | r | h: dU_h = h_prev^T dq
+        dc = pre_rows[:, H:].sum(axis=0)
+        dU_zr, dU_h, dc_h = dU[:, : 2 * H], dU[:, 2 * H :], dc[2 * H :]
     else:
-        dU_h, dc_h = tape.q_or_s.reshape(time * batch, H).T @ pre_rows[:, 2 * H :], pre_rows[:, 2 * H :].sum(axis=0)
-    W = np.concatenate([p.W_z, p.W_r, p.W_h], axis=1)
-    dx = np.empty_like(x)
-    dx[:, steps] = (pre_rows @ W.T).reshape(time, batch, input_size).transpose(1, 0, 2)
+        dU_zr = h_rows.T @ pre_rows[:, H:]
+        dU_h, dc_h = tape.q_or_s.reshape(rows, H).T @ pre_rows[:, :H], db[:H]
+    W_T = np.concatenate([p.W_h, p.W_z, p.W_r], axis=1).T
+    dx_steps = (pre_rows[:, : 3 * H] @ W_T).reshape(time, batch, input_size).transpose(1, 0, 2)
+    dx = np.ascontiguousarray(dx_steps[:, ::-1] if reverse else dx_steps)
     grads = GRUParams(
-        W_z=dW[:, :H], W_r=dW[:, H : 2 * H], W_h=dW[:, 2 * H :],
+        W_z=dW[:, H : 2 * H], W_r=dW[:, 2 * H :], W_h=dW[:, :H],
         U_z=dU_zr[:, :H], U_r=dU_zr[:, H:], U_h=dU_h,
-        b_z=db[:H], b_r=db[H : 2 * H], b_h=db[2 * H :],
-        c_z=db[:H], c_r=db[H : 2 * H], c_h=dc_h,
+        b_z=db[H : 2 * H], b_r=db[2 * H :], b_h=db[:H],
+        c_z=db[H : 2 * H], c_r=db[2 * H :], c_h=dc_h,
     )
     return GRUGradients(grads, dx, dh)
 

@@ -26,7 +26,7 @@ import numbers
 import numpy as np
 
 from .conventions import Convention, as_convention
-from .equations import BLEND, candidate_reset_after, candidate_reset_before, reset_gate, sigmoid, update_gate
+from .equations import BLEND, candidate_reset_after, candidate_reset_before, gates, sigmoid, sigmoid_overflow_unchecked
 from .params import (
     MERGE_MODES, GRUParams, Layers, check_dtype, check_flag, check_float_array, check_layers, check_params,
     describe_value,
@@ -73,38 +73,71 @@ def _as_mask(mask) -> np.ndarray:
 
 class _Recurrence:
     """The sequential part of one direction: recurrent weights packed for one matmul a step, and
-    every per-step buffer allocated once."""
+    every per-step buffer allocated once.
+
+    Why the buffers look as they do (measured: NumPy's per-call cost, not arithmetic, dominates at
+    ``(batch, hidden)`` sizes; a ufunc on a contiguous array skips the strided iterator and runs about
+    twice as fast as on a column slice): z and r are computed together over the adjacent z|r columns
+    (``gates``), the biases are broadcast once to contiguous ``(batch, ...)`` arrays, and the input
+    biases are added here, a step at a time, instead of in a pass over the whole ``x @ W`` (the gate
+    biases b and c fold into one addition).
+    """
 
     def __init__(self, p: GRUParams, convention: Convention, batch: int, dtype, activation,
                  candidate_activation=np.tanh):
         hidden = p.hidden_size
+        # The sigmoid without its own errstate: every caller of step runs it under np.errstate(over="ignore").
+        activation = sigmoid_overflow_unchecked if activation is sigmoid else activation
         self.hidden, self.activation, self.candidate_activation = hidden, activation, candidate_activation
         self.after = convention.reset == "after"
         # Reset-after projects h_prev for all three gates at once; reset-before needs r first for h.
         # Column-major: OpenBLAS multiplies (batch, H) by it markedly faster than by a row-major copy.
         self.U = np.asfortranarray(np.concatenate([p.U_z, p.U_r, p.U_h] if self.after else [p.U_z, p.U_r], axis=1))
         self.U_h = np.asfortranarray(p.U_h)
-        self.c_z, self.c_r, self.c_h = p.c_z, p.c_r, p.c_h
-        self.h_proj = np.empty((batch, self.U.shape[1]), dtype)
-        self.z = np.empty((batch, hidden), dtype)
-        self.r = np.empty((batch, hidden), dtype)
+
+        def rows(vector):  # a bias as a contiguous (batch, n) array, so every per-step addition is contiguous
+            return np.ascontiguousarray(np.broadcast_to(vector.astype(dtype, copy=False), (batch, vector.shape[0])))
+
+        self.bias_zr = rows(np.concatenate([p.b_z + p.c_z, p.b_r + p.c_r]))
+        if self.after:  # c_h sits inside the reset product, b_h outside it
+            self.b_h, self.c_h = rows(p.b_h), rows(p.c_h)
+        else:
+            self.bias_h = rows(p.b_h + p.c_h)
+        self.h_proj = np.empty((batch, self.U.shape[1]), dtype)  # h_prev @ U, all gates
+        self.zr = np.empty((batch, 2 * hidden), dtype)  # [z | r]
         self.h_cand = np.empty((batch, hidden), dtype)
-        self.scratch = np.empty((batch, hidden), dtype)
+        self.scratch = np.empty((batch, hidden), dtype)  # r * h_prev (reset-before)
         self.blend = BLEND[convention.update]
 
-    def step(self, x_proj, h_prev, out):
+    def step(self, x_proj, h_prev, out, zr=None, h_cand=None, q_or_s=None):
+        """One step: ``x_proj`` is this step's ``x_t @ W`` (batch, 3H), no bias; writes ``h_t`` into ``out``.
+
+        ``zr`` (batch, 2H), ``h_cand`` and ``q_or_s`` (batch, H), when given, replace the step's own
+        buffers, so the backward pass's tape is written in place (q = h_prev U_h + c_h, s = r * h_prev)."""
         H = self.hidden
         np.matmul(h_prev, self.U, out=self.h_proj)
-        z = update_gate(x_proj[:, :H], self.h_proj[:, :H], self.c_z, self.activation, out=self.z)
-        r = reset_gate(x_proj[:, H : 2 * H], self.h_proj[:, H : 2 * H], self.c_r, self.activation, out=self.r)
+        zr = gates(x_proj[:, : 2 * H], self.h_proj[:, : 2 * H], self.bias_zr, self.activation,
+                   out=self.zr if zr is None else zr)
+        z, r = zr[:, :H], zr[:, H:]
+        h_cand = self.h_cand if h_cand is None else h_cand
         if self.after:
-            h_cand = candidate_reset_after(x_proj[:, 2 * H :], r, self.h_proj[:, 2 * H :], self.c_h, out=self.h_cand,
-                                           activation=self.candidate_activation)
+            candidate_reset_after(x_proj[:, 2 * H :], self.b_h, r, self.h_proj[:, 2 * H :], self.c_h,
+                                  out=h_cand, activation=self.candidate_activation, q=q_or_s)
         else:
-            h_cand = candidate_reset_before(x_proj[:, 2 * H :], r, h_prev, self.U_h, self.c_h,
-                                            out=self.h_cand, scratch=self.scratch,
-                                            activation=self.candidate_activation)
+            candidate_reset_before(x_proj[:, 2 * H :], r, h_prev, self.U_h, self.bias_h,
+                                   out=h_cand, scratch=self.scratch if q_or_s is None else q_or_s,
+                                   activation=self.candidate_activation)
         return self.blend(z, h_prev, h_cand, out=out)
+
+
+def input_projection(x: np.ndarray, p: GRUParams, dtype) -> np.ndarray:
+    """``x @ [W_z | W_r | W_h]`` for every step in one matmul, ``(batch, time, 3 * hidden)``, without the
+    biases (the steps add them), in x's own row order: no transposed copy of x, no pass over the result."""
+    batch, time, input_size = x.shape
+    W = np.asfortranarray(np.concatenate([p.W_z, p.W_r, p.W_h], axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, after the loop
+        x_rows = np.ascontiguousarray(x, dtype=dtype).reshape(batch * time, input_size)
+        return (x_rows @ W).reshape(batch, time, 3 * p.hidden_size)
 
 
 def _with_out(activation):
@@ -226,7 +259,8 @@ def gru(
     (reset-after: ``clip(x W_h + b_h + r * (h U_h + c_h))``).
 
     Cost: one matmul for every input projection, then one (reset-after) or two (reset-before)
-    matmuls a step into preallocated buffers; time is linear in sequence length.
+    matmuls a step and 14 element-wise NumPy calls into preallocated buffers; time is linear in
+    sequence length (``make bench`` prints the time per step and the ratios to torch and to the bare matmuls).
     """
     params = check_params(params)
     convention = as_convention(convention)
@@ -237,35 +271,32 @@ def gru(
     hidden = params.hidden_size
     p = params if params.dtype == np.dtype(dtype) else params.astype(dtype)
 
-    # All input projections in one matmul, time-major so each step reads a contiguous block.
-    W = np.asfortranarray(np.concatenate([p.W_z, p.W_r, p.W_h], axis=1))
-    b = np.concatenate([p.b_z, p.b_r, p.b_h])
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, after the loop
-        x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype).reshape(time * batch, input_size)
-        x_proj = (x_time_major @ W).reshape(time, batch, 3 * hidden)
-        x_proj += b
+    x_proj = input_projection(x, p, dtype)
 
     first = time - 1 if reverse else 0
     if gate_activation is sigmoid:
         activation = sigmoid
     else:
-        activation = _checked_activation("gate_activation", gate_activation, x_proj[first, :, :hidden] + p.c_z)
+        # Tried on the update gate's pre-activation; the steps call it on z|r together (it acts element-wise).
+        activation = _checked_activation("gate_activation", gate_activation, x_proj[:, first, :hidden] + p.b_z + p.c_z)
     if candidate_activation is np.tanh:
         candidate = np.tanh
     else:
         candidate = _checked_activation("candidate_activation", candidate_activation,
-                                        x_proj[first, :, 2 * hidden :] + p.c_h)
+                                        x_proj[:, first, 2 * hidden :] + p.b_h + p.c_h)
     if clip is not None:
         activation, candidate = _clipped(activation, clip), _clipped(candidate, clip)
     recurrence = _Recurrence(p, convention, batch, dtype, activation, candidate)
     outputs = np.empty((time, batch, hidden), dtype)
     h = np.zeros((batch, hidden), dtype) if h0 is None else np.array(h0, dtype=dtype)
     padding = None if mask is None else ~mask.T[:, :, None]
-    for t in (range(time - 1, -1, -1) if reverse else range(time)):
-        h_new = recurrence.step(x_proj[t], h, out=outputs[t])
-        if padding is not None:
-            np.copyto(h_new, h, where=padding[t])
-        h = h_new
+    # Overflow (exp in the sigmoid; anything else) is not warned about a step at a time: it is checked once, below.
+    with np.errstate(over="ignore"):
+        for t in (range(time - 1, -1, -1) if reverse else range(time)):
+            h_new = recurrence.step(x_proj[:, t], h, out=outputs[t])
+            if padding is not None:
+                np.copyto(h_new, h, where=padding[t])
+            h = h_new
     # One pass over the result, not a check per step: finite inputs can still overflow (|x| near the
     # dtype's maximum, huge weights, or a gate_activation that returns NaN on some input).
     if not np.isfinite(outputs).all():
