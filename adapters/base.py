@@ -128,6 +128,15 @@ class ForwardResult:
     h_last: np.ndarray
 
 
+class FrameworkUnavailable(RuntimeError):
+    """Raised while an adapter module is imported when its framework is installed but cannot run here
+    (no GPU, for instance); the registry lists the adapter as unavailable with ``reason``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class GradientsUnavailable(RuntimeError):
     """The adapter cannot differentiate its layer (e.g. ONNX Runtime has no autodiff); ``reason`` says why."""
 

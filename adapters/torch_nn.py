@@ -67,12 +67,6 @@ def _layout(cell: bool, bias: bool) -> str:
     return f"{weights}; {biases if bias else 'no biases (bias=False)'}; {states}"
 
 
-def pin_numerics() -> None:
-    # TF32 would round matmul inputs to 10 mantissa bits on Ampere+ GPUs and swamp float32 tolerances.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-
 def _torch_dtype(dtype) -> torch.dtype:
     return DTYPES[check_dtype(dtype)]
 
@@ -386,5 +380,4 @@ class TorchAdapter(Adapter):
         return ForwardResult(_numpy(torch.stack(outputs, dim=1)), _numpy(h)[None])
 
 
-pin_numerics()
 ADAPTER = TorchAdapter()
