@@ -289,4 +289,42 @@ class EquinoxAdapter(Adapter):
         return ForwardResult(outputs, h_last[None])
 
 
+    # ------------------------------------------------------------- differentiating
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """``jax.grad`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` through the scan ``run``
+        executes, with respect to the cell (an ``eqx.nn.GRUCell`` pytree), ``x`` and ``h0``.
+
+        The gradient is a ``GRUCell`` of gradients, read back by the same ``extract`` that reads the weights
+        (``from_equinox``): ``weight_ih``/``weight_hh`` rows r|z|n give dW_*/dU_*, ``bias`` (added to the input
+        projection) db_r|db_z|db_h, ``bias_n`` (inside the reset product) dc_h; c_z and c_r, which the cell
+        lacks, are zeros (not compared); ``use_bias=False``: every bias gradient is zero. ``h0=None``
+        differentiates at zeros. Without ``jax_enable_x64`` a float64 request is differentiated in float32.
+        """
+        from reference.backward import StackGradients
+
+        layer = _wrap(layer)
+        cell, config = layer.cell, layer.config
+        x, h0 = check_run_inputs(x, h0, mask, what=config.label, input_size=cell.input_size,
+                                 hidden_size=cell.hidden_size, dtype=layer.dtype)
+        if h0 is None:
+            h0 = np.zeros((1, x.shape[0], cell.hidden_size), layer.dtype)
+        expected = {"d_outputs": (x.shape[0], x.shape[1], cell.hidden_size), "d_h_last": h0.shape}
+        for name, value in (("d_outputs", d_outputs), ("d_h_last", d_h_last)):
+            if value is not None and np.shape(value) != expected[name]:
+                raise ValueError(f"{name} has shape {np.shape(value)}; it weights an array of shape {expected[name]}")
+        x64 = bool(config.option("x64"))
+        with jax_common.precision_context(x64):
+            d_cell, dx, dh0 = jax_common.loss_gradients(
+                _stacked_scan, (cell, jax_common.as_jax(x, layer.dtype, x64), jax_common.as_jax(h0, layer.dtype, x64)),
+                {"reverse": config.reverse}, (0, 1, 2), d_outputs, d_h_last, layer.dtype, x64)
+        return StackGradients(self.extract(EquinoxGRU(config, d_cell, layer.dtype)), dx, dh0)
+
+
+def _stacked_scan(cell, x, h0, *, reverse: bool):
+    """``run``'s program with ``h0``/``h_last`` as ``(1, batch, hidden)``: the scan ``_scan(reverse)`` jits."""
+    outputs, h_last = _scan(reverse)(cell, x, h0[0])
+    return outputs, h_last[None]
+
+
 ADAPTER = EquinoxAdapter()

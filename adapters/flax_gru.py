@@ -418,6 +418,17 @@ def _nnx_program(state, x, h0, lengths, *, graphdef, kind, realign):
     return _after_rnn(carry, outputs, lengths, kind, realign)
 
 
+def _nnx_split_program(params, rest, x, h0, lengths, *, graphdef, kind, realign):
+    """``_nnx_program`` with the state split into its ``nnx.Param`` leaves (differentiated) and the rest (the
+    cells' RNG counters and keys, integers that ``jax.grad`` cannot take)."""
+    module = nnx.merge(graphdef, params, rest)
+    if kind == "cell":
+        return _scan_cell(lambda h, x_t: module(h, x_t), h0[0], x)
+    carry, outputs = module(x, initial_carry=_initial_carry(h0, kind), seq_lengths=lengths, return_carry=True,
+                            time_major=False)
+    return _after_rnn(carry, outputs, lengths, kind, realign)
+
+
 _EXECUTABLES: dict = {}  # (program, static arguments, argument structure and shapes, x64) -> compiled
 _BY_CONTENT: dict = {}  # (argument structure, lowered program text) -> compiled
 _CACHE_LIMIT = 256
@@ -577,6 +588,52 @@ class FlaxAdapter(Adapter):
                                            {"graphdef": graphdef, "kind": kind, "realign": realign})
             outputs, h_last = _numpy(outputs), _numpy(h_last)
         return ForwardResult(outputs if config.returns_sequences else None, h_last)
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """``jax.grad`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` through the very program ``run``
+        executes (``_linen_program`` / the nnx one), with respect to the parameters, ``x`` and ``h0``.
+
+        linen: the gradient is a variables tree of the module's own structure, read back into canonical
+        ``GRUParams`` by the same ``_linen_cell_params`` that reads the weights (ir/iz/in kernels and biases,
+        hr/hz kernels, hn kernel and bias = c_h); c_z and c_r, which linen lacks, are zeros. nnx: the
+        gradient of the ``nnx.Param`` state is merged into a module of gradients and read by the same
+        ``_nnx_cell_params`` (dense_i columns r|z|n, dense_h columns r|z|n); the class has no recurrent bias,
+        so c_* are zeros. Those zeros are not compared (``config.bias_fields``). ``h0=None`` differentiates at
+        zero initial states (what ``run`` starts from). With ``seq_lengths`` the rows compare the carry only
+        (``returns_sequences=False``: ``d_outputs`` is None). Without ``jax_enable_x64`` a float64 request is
+        differentiated in float32, as it runs. Nothing of ``layer`` is changed (JAX arrays are immutable).
+        """
+        from reference.backward import StackGradients
+
+        config, module, variables, dtype = _unwrap(layer)
+        api, kind, x64 = config.option("api"), config.option("kind"), config.option("x64")
+        forward = self.run(layer, x, h0, mask)  # the same argument checks, and the shapes of what is weighted
+        if d_outputs is not None and forward.outputs is not None and np.shape(d_outputs) != forward.outputs.shape:
+            raise ValueError(f"d_outputs has shape {np.shape(d_outputs)}; the outputs are {forward.outputs.shape}")
+        if d_h_last is not None and np.shape(d_h_last) != forward.h_last.shape:
+            raise ValueError(f"d_h_last has shape {np.shape(d_h_last)}; h_last is {forward.h_last.shape}")
+        x = np.asarray(x)
+        if h0 is None:
+            h0 = np.zeros(forward.h_last.shape, dtype)
+        lengths = None if mask is None else mask_lengths(mask)
+        realign = kind == "rnn" and config.reverse and not config.option("keep_order")
+        d_outputs = d_outputs if config.returns_sequences else None
+        with jax_common.precision_context(x64), _Quiet():
+            jx, jh0 = jax_common.as_jax(x, dtype, x64), jax_common.as_jax(h0, dtype, x64)
+            jlengths = None if lengths is None else jnp.asarray(lengths, jnp.int32)
+            if api == "linen":
+                d_variables, dx, dh0 = jax_common.loss_gradients(
+                    _linen_program, (variables, jx, jh0, jlengths),
+                    {"module": module, "kind": kind, "realign": realign}, (0, 1, 2), d_outputs, d_h_last, dtype, x64)
+                cells = [_linen_cell_params(tree, where) for tree, where in _linen_cells(module, d_variables)]
+            else:
+                graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+                d_params, dx, dh0 = jax_common.loss_gradients(
+                    _nnx_split_program, (params, rest, jx, jh0, jlengths),
+                    {"graphdef": graphdef, "kind": kind, "realign": realign}, (0, 2, 3), d_outputs, d_h_last,
+                    dtype, x64)
+                cells = [_nnx_cell_params(cell) for cell in _nnx_cells(nnx.merge(graphdef, d_params, rest))]
+        return StackGradients([cells], dx, dh0)
 
     @staticmethod
     def _sizes(api: str, module, variables) -> tuple[int, int]:

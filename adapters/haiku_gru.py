@@ -336,4 +336,38 @@ class HaikuAdapter(Adapter):
         return ForwardResult(outputs if layer.config.returns_sequences else None, h_last)
 
 
+    # ------------------------------------------------------------- differentiating
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """``jax.grad`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` through the jitted
+        ``transformed.apply`` that ``run`` executes, with respect to the params mapping, ``x`` and ``h0``.
+
+        The gradient is a params mapping of the same structure, read back by the same ``extract`` that reads
+        the weights (``from_haiku``, Keras' reset_after=False layout): ``w_i``/``w_h`` columns z|r|a give
+        dW_*/dU_*. hk.GRU's single bias ``b`` (added outside the reset product, recurrent.py:587, :591) maps to
+        the input biases: its gradient is db_z|db_r|db_h; the recurrent biases it lacks are zeros (not
+        compared). Under reset-before b_* and c_* enter the same pre-activation, so the reference's dc_*
+        equals db_*: a port that folds c_* into b loses nothing. ``h0=None`` differentiates at zeros, as ``run``
+        starts. Without ``jax_enable_x64`` a float64 request is differentiated in float32, as it runs.
+        """
+        from reference.backward import StackGradients
+
+        layer = _check_layer(layer)
+        x, h0 = check_run_inputs(x, h0, mask, what=layer.config.label, input_size=layer.input_size,
+                                 hidden_size=layer.hidden_size, slots=layer.config.num_layers, dtype=layer.dtype)
+        if h0 is None:
+            h0 = np.zeros((layer.config.num_layers, x.shape[0], layer.hidden_size), layer.dtype)
+        time_steps = x.shape[1]
+        expected = {"d_outputs": (x.shape[0], time_steps, layer.hidden_size), "d_h_last": h0.shape}
+        for name, value in (("d_outputs", d_outputs), ("d_h_last", d_h_last)):
+            if value is not None and np.shape(value) != expected[name]:
+                raise ValueError(f"{name} has shape {np.shape(value)}; it weights an array of shape {expected[name]}")
+        with jax_common.precision_context(layer.x64):
+            d_params, dx, dh0 = jax_common.loss_gradients(
+                layer.jitted(), (layer.params, jax_common.as_jax(x, layer.dtype, layer.x64),
+                                 jax_common.as_jax(h0, layer.dtype, layer.x64)), {}, (0, 1, 2),
+                d_outputs if layer.config.returns_sequences else None, d_h_last, layer.dtype, layer.x64)
+        return StackGradients(self.extract(d_params), dx, dh0)
+
+
 ADAPTER = HaikuAdapter()

@@ -35,3 +35,48 @@ def versions() -> dict[str, str]:
     import jaxlib
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+# ----------------------------------------------------------------- gradients through jax.grad
+
+
+def _loss_gradients(args, d_outputs, d_h_last, *, program, statics, argnums):
+    """``jax.grad`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` with respect to ``args[i]``
+    for ``i`` in ``argnums``, where ``(outputs, h_last) = program(*args, **dict(statics))``."""
+
+    def loss(*differentiable):
+        full = list(args)
+        for index, value in zip(argnums, differentiable):
+            full[index] = value
+        outputs, h_last = program(*full, **dict(statics))
+        total = jax.numpy.zeros((), h_last.dtype)
+        if d_outputs is not None:
+            total = total + jax.numpy.sum(outputs * d_outputs.astype(outputs.dtype))
+        if d_h_last is not None:
+            total = total + jax.numpy.sum(h_last * d_h_last.astype(h_last.dtype))
+        return total
+
+    return jax.grad(loss, argnums=tuple(range(len(argnums))))(*(args[index] for index in argnums))
+
+
+# One compiled program per (forward program, its static arguments, argument shapes, x64 mode): jit's own
+# cache, keyed by the static arguments, which are the forward's program and its (hashable) statics.
+loss_gradients_program = jax.jit(_loss_gradients, static_argnames=("program", "statics", "argnums"))
+
+
+def loss_gradients(program, args: tuple, statics: dict, argnums: tuple[int, ...], d_outputs, d_h_last,
+                   dtype, x64: bool):
+    """The gradients of the adapters' loss through JAX's own autodiff (``jax.grad``, reverse mode), as
+    the pytrees of ``args[i]`` (``i`` in ``argnums``) holding NumPy copies.
+
+    ``program`` is the adapter's own forward (the very function ``run`` executes), so what is
+    differentiated is what was measured. The loss weights are cast as the arguments are (``as_jax``):
+    without x64 a float64 request is differentiated in float32, exactly as it runs.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*requested in .* is not available.*")
+        weights = [None if w is None else as_jax(w, dtype, x64) for w in (d_outputs, d_h_last)]
+        found = loss_gradients_program(args, *weights, program=program,
+                                       statics=tuple(sorted(statics.items(), key=lambda item: item[0])),
+                                       argnums=tuple(argnums))
+        return jax.tree_util.tree_map(np.array, found)

@@ -289,6 +289,18 @@ class IsolatedKerasAdapter(Adapter):
         )
         return self._call("run_in_worker", spec, x, h0, mask)
 
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """The gradients of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` through this backend's own
+        autodiff, computed in the worker (``gradients_in_worker``: ``jax.grad`` on keras-jax, torch autograd
+        on keras-torch, each over ``stateless_call`` of the real Keras layer) and shipped back as NumPy
+        ``StackGradients``. See ``gradients_in_worker`` for how the weights' gradients map back."""
+        spec = self._spec(layer)
+        x, h0, mask = check_run_inputs(
+            x, h0, mask, input_size=spec.input_size, hidden_size=spec.hidden_size,
+            slots=spec.config.num_layers * spec.config.directions, dtype=spec.dtype, what=spec.config.label,
+        )
+        return self._call("gradients_in_worker", spec, x, h0, mask, d_outputs, d_h_last)
+
 
 JAX_ADAPTER = IsolatedKerasAdapter("jax", ("jax", "jaxlib"))
 TORCH_ADAPTER = IsolatedKerasAdapter("torch", ("torch",))
@@ -351,6 +363,99 @@ def extract_in_worker(spec: IsolatedKerasLayer) -> list[list[GRUParams]]:
     adapter = _worker_adapter()
     with _precision(spec):
         return adapter.extract(adapter.build(spec.config, [list(layer) for layer in spec.layers], spec.dtype))
+
+
+def gradients_in_worker(spec: IsolatedKerasLayer, x, h0, mask, d_outputs, d_h_last):
+    """Build ``spec`` with this worker's backend and differentiate it with that backend's own autodiff.
+
+    The forward is ``run``'s (each layer of the stack called with its initial states and the mask;
+    ``go_backwards`` outputs flipped back to input order), but through ``Layer.stateless_call``
+    (``keras/src/layers/layer.py:1089``), which takes the trainable variables' values as arguments, so
+    the backend differentiates with respect to them without touching the layer: ``jax.grad`` on JAX,
+    ``torch.autograd.grad`` on torch (leaf tensors cloned from the variables, ``requires_grad``).
+    Each cell's ``kernel``, ``recurrent_kernel`` and ``bias`` are found among the layer's
+    ``trainable_variables`` by identity and their gradients map to canonical ``GRUParams`` through
+    ``layouts.from_keras``, the code that maps the weights: ``reset_after=False`` holds one bias
+    ``(3H,)``, added with the input projection (``gru.py:164-171``), whose gradient is that of ``b_*``;
+    the ``c_*`` it lacks are zeros (not compared); ``use_bias=False``: all biases zero. ``h0=None``
+    differentiates at zero initial states. On JAX without x64 a float64 layer computes, and is
+    differentiated, in float32 (its variables are float32); the gradients come back in that dtype.
+    """
+    import keras
+
+    from reference.backward import StackGradients
+
+    from . import keras_layers
+
+    adapter = _worker_adapter()
+    backend = keras_layers.BACKEND
+    with _precision(spec):
+        layer = adapter.build(spec.config, [list(layer) for layer in spec.layers], spec.dtype)
+        subs = adapter._runnable(layer)
+        rnns = [keras_layers._directions(sub) for sub in subs]
+        units = rnns[0][0].cell.units
+        dtype = np.dtype(keras.ops.convert_to_numpy(rnns[0][0].cell.kernel.value).dtype)
+        if h0 is None:
+            h0 = np.zeros((sum(len(r) for r in rnns), x.shape[0], units), dtype)
+        last = rnns[-1][0]
+        weigh_outputs = d_outputs is not None and last.return_sequences
+        flip = last.go_backwards and not isinstance(subs[-1], keras.layers.Bidirectional)
+
+        def loss(values, x_value, h0_value):
+            sequence, finals, slot = x_value, [], 0
+            mask_value = None if mask is None else keras.ops.convert_to_tensor(mask)
+            for sub, directions, sub_values in zip(subs, rnns, values):
+                initial = [h0_value[slot + d] for d in range(len(directions))]
+                slot += len(directions)
+                (output, *states), _ = sub.stateless_call(
+                    sub_values, [v.value for v in sub.non_trainable_variables], sequence,
+                    initial_state=initial, mask=mask_value)
+                finals += states
+                sequence = output
+            total = keras.ops.sum(keras.ops.stack(finals) * keras.ops.convert_to_tensor(d_h_last.astype(dtype))) \
+                if d_h_last is not None else keras.ops.zeros((), dtype.name)
+            if weigh_outputs:
+                outputs = keras.ops.flip(sequence, axis=1) if flip else sequence
+                total = total + keras.ops.sum(outputs * keras.ops.convert_to_tensor(d_outputs.astype(dtype)))
+            return total
+
+        values = [[v.value for v in sub.trainable_variables] for sub in subs]
+        if backend == "jax":
+            import jax
+
+            d_values, dx, dh0 = jax.grad(loss, argnums=(0, 1, 2))(values, jax.numpy.asarray(x, dtype),
+                                                                 jax.numpy.asarray(h0, dtype))
+            to_numpy = np.array
+        elif backend == "torch":
+            import torch
+
+            leaves = [[value.detach().clone().requires_grad_(True) for value in sub_values] for sub_values in values]
+            x_t = torch.tensor(np.asarray(x, dtype), requires_grad=True)
+            h0_t = torch.tensor(np.asarray(h0, dtype), requires_grad=True)
+            flat = [leaf for sub_leaves in leaves for leaf in sub_leaves]
+            with torch.enable_grad():
+                found = torch.autograd.grad(loss(leaves, x_t, h0_t), [x_t, h0_t, *flat], allow_unused=True)
+            found = [torch.zeros_like(t) if g is None else g for g, t in zip(found, [x_t, h0_t, *flat])]
+            dx, dh0, rest = found[0], found[1], iter(found[2:])
+            d_values = [[next(rest) for _ in sub_leaves] for sub_leaves in leaves]
+            to_numpy = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
+        else:
+            raise RuntimeError(f"gradients_in_worker serves the jax and torch backends, not {backend!r}")
+        canonical = []
+        for sub, directions, sub_grads in zip(subs, rnns, d_values):
+            variables = sub.trainable_variables
+
+            def gradient_of(variable, variables=variables, sub_grads=sub_grads):
+                index = next(i for i, v in enumerate(variables) if v is variable)
+                return to_numpy(sub_grads[index])
+
+            canonical.append([
+                layouts.from_keras(gradient_of(rnn.cell.kernel), gradient_of(rnn.cell.recurrent_kernel),
+                                   gradient_of(rnn.cell.bias) if rnn.cell.use_bias else None,
+                                   reset_after=rnn.cell.reset_after)
+                for rnn in directions
+            ])
+        return StackGradients(canonical, to_numpy(dx), to_numpy(dh0))
 
 
 def versions_in_worker() -> dict[str, str]:

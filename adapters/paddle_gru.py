@@ -227,6 +227,15 @@ class PaddleAdapter(Adapter):
     # ------------------------------------------------------------- running
 
     def run(self, layer, x, h0=None, mask=None) -> ForwardResult:
+        description, x, h0, lengths = self._check_run(layer, x, h0, mask)
+        result = isolation.call(
+            f"{WORKER}:forward", description.worker_spec(), x, h0, lengths, env=WORKER_ENV, timeout=WORKER_TIMEOUT_S
+        )
+        return ForwardResult(result["outputs"], result["h_last"])
+
+    @staticmethod
+    def _check_run(layer, x, h0, mask):
+        """``(description, x, h0, lengths)`` once ``run``'s arguments are checked; errors name the bad one."""
         description = _check_description(layer)
         config = description.config
         first = description.layers[0][0]
@@ -250,10 +259,30 @@ class PaddleAdapter(Adapter):
             if np.shape(mask) != x.shape[:2]:
                 raise ValueError(f"mask has shape {np.shape(mask)}; expected (batch, time) = {x.shape[:2]}")
             lengths = mask_lengths(mask)
+        return description, x, h0, lengths
+
+    # ------------------------------------------------------------- differentiating
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """Paddle's own autograd (``loss.backward()``) of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)``,
+        in the worker, contained in a forked child like ``run`` (a crash is ``WorkerCrashed`` with the signal,
+        never this process's end); ``paddle_gru_worker._gradients`` says how.
+
+        Each GRUCell's ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` gradient maps back through
+        ``layouts.from_torch``, the inverse of the ``layouts.to_torch`` that packs the weights (rows r|z|c);
+        a bias built with ``attr=False`` is a frozen zero (``stop_gradient``), so its gradient is zeros, as
+        for a bias the class lacks (not compared). ``h0=None`` differentiates at zero initial states.
+        """
+        from reference.backward import StackGradients
+
+        description, x, h0, lengths = self._check_run(layer, x, h0, mask)
         result = isolation.call(
-            f"{WORKER}:forward", description.worker_spec(), x, h0, lengths, env=WORKER_ENV, timeout=WORKER_TIMEOUT_S
+            f"{WORKER}:gradients", description.worker_spec(), x, h0, lengths, d_outputs, d_h_last, env=WORKER_ENV,
+            timeout=WORKER_TIMEOUT_S,
         )
-        return ForwardResult(result["outputs"], result["h_last"])
+        layers = [[layouts.from_torch(*(cell[name] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+                   for cell in layer_cells] for layer_cells in result["cells"]]
+        return StackGradients(layers, result["x"], result["h0"])
 
 
 @cache

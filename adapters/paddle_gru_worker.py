@@ -264,30 +264,85 @@ def _load(cells, weights, dtype: str) -> None:
 
 def _run(spec: dict, layer, x: np.ndarray, h0: np.ndarray | None, lengths: np.ndarray | None):
     """(outputs (batch, time, features), h_last (layers * directions, batch, hidden)) as NumPy."""
-    kind, time_major = spec["kind"], spec["time_major"]
-    inputs = paddle.to_tensor(np.ascontiguousarray(x.transpose(1, 0, 2) if time_major else x))
-    sequence_length = None if lengths is None else paddle.to_tensor(lengths.astype(np.int64))
     state = None if h0 is None else paddle.to_tensor(h0)
+    outputs, h_last = _run_tensors(spec, layer, paddle.to_tensor(x), state, lengths)
+    return np.ascontiguousarray(outputs.numpy()), h_last.numpy()
+
+
+def _run_tensors(spec: dict, layer, x, state, lengths: np.ndarray | None):
+    """``_run`` on paddle tensors ``x (batch, time, input)`` and ``state`` (or None): ``(outputs (batch, time,
+    features), h_last (layers * directions, batch, hidden))`` as tensors, so autograd can follow them."""
+    kind, time_major = spec["kind"], spec["time_major"]
+    inputs = paddle.transpose(x, [1, 0, 2]) if time_major else x
+    sequence_length = None if lengths is None else paddle.to_tensor(lengths.astype(np.int64))
     if kind == "GRUCell":
         h = None if state is None else state[0]
         outputs = []
         for t in range(x.shape[1]):
             out, h = layer(inputs[t] if time_major else inputs[:, t], h)
-            outputs.append(out.numpy())
-        return np.stack(outputs, axis=1), h.numpy()[None]
+            outputs.append(out)
+        return paddle.stack(outputs, axis=1), h.unsqueeze(0)
     if kind == "GRU":
         out, h_last = layer(inputs, state, sequence_length)
-        h_last = h_last.numpy()
     elif kind == "RNN":
         out, h = layer(inputs, None if state is None else state[0], sequence_length)
-        h_last = h.numpy()[None]
+        h_last = h.unsqueeze(0)
     else:  # BiRNN
         out, (h_forward, h_backward) = layer(inputs, None if state is None else (state[0], state[1]), sequence_length)
-        h_last = np.stack([h_forward.numpy(), h_backward.numpy()])
-    outputs = out.numpy()
+        h_last = paddle.stack([h_forward, h_backward])
     if time_major:
-        outputs = outputs.transpose(1, 0, 2)
-    return np.ascontiguousarray(outputs), h_last
+        out = paddle.transpose(out, [1, 0, 2])
+    return out, h_last
+
+
+# ----------------------------------------------------------------- gradients through paddle's autograd
+
+
+def gradients(spec: dict, x: np.ndarray, h0: np.ndarray | None, lengths: np.ndarray | None,
+              d_outputs: np.ndarray | None, d_h_last: np.ndarray | None) -> dict:
+    """Paddle's own autograd of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)``; contained in a child."""
+    return run_contained("adapters.paddle_gru_worker:_gradients", spec, x, h0, lengths, d_outputs, d_h_last,
+                         label=f"paddle {spec['name']} (gradients)")
+
+
+GRADIENT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _gradients(spec: dict, x: np.ndarray, h0: np.ndarray | None, lengths: np.ndarray | None,
+               d_outputs: np.ndarray | None, d_h_last: np.ndarray | None) -> dict:
+    """``loss.backward()`` on a freshly built layer holding the spec's weights, in training mode, as paddle
+    differentiates a layer (``nn.GRU`` passes ``is_test = not self.training`` to the fused ``rnn`` op,
+    paddle/nn/layer/rnn.py:1750; dropout is 0, so the forward computes what ``_forward``'s does). Returns
+    ``{"cells": [[{name: gradient}]], "x", "h0"}``: every GRUCell's ``weight_ih``,
+    ``weight_hh``, ``bias_ih``, ``bias_hh`` gradient (an ``attr=False`` bias is frozen, ``stop_gradient``: zeros),
+    read through the cells as ``_load`` writes them."""
+    warnings.simplefilter("ignore")
+    dtype = spec["dtype"]
+    paddle.set_default_dtype(dtype)
+    layer, cells = _build(spec)
+    _load(cells, spec["weights"], dtype)
+    layer.train()
+    if h0 is None:
+        h0 = np.zeros((spec["num_layers"] * (2 if spec["bidirectional"] else 1), x.shape[0], spec["hidden_size"]),
+                      dtype)
+    x_t = paddle.to_tensor(x, stop_gradient=False)
+    h0_t = paddle.to_tensor(h0, stop_gradient=False)
+    outputs, h_last = _run_tensors(spec, layer, x_t, h0_t, lengths)
+    loss = paddle.zeros([], dtype=dtype)
+    if d_outputs is not None:
+        loss = loss + (outputs * paddle.to_tensor(np.asarray(d_outputs, dtype))).sum()
+    if d_h_last is not None:
+        loss = loss + (h_last * paddle.to_tensor(np.asarray(d_h_last, dtype))).sum()
+    loss.backward()
+
+    def gradient(tensor) -> np.ndarray:
+        return np.zeros(tuple(tensor.shape), dtype) if tensor.grad is None else np.array(tensor.grad.numpy())
+
+    return {
+        "cells": [[{name: gradient(getattr(cell, name)) for name in GRADIENT_NAMES} for cell in layer_cells]
+                  for layer_cells in cells],
+        "x": gradient(x_t), "h0": gradient(h0_t),
+    }
 
 
 # ----------------------------------------------------------------- for tests of the containment itself

@@ -726,7 +726,9 @@ class TFLegacyAdapter(Adapter):
         return self._result(np.stack([o.numpy() for o in outputs], axis=1), h.numpy()[None], dtype,
                             "tf.raw_ops.GRUBlockCell")
 
-    def _run_tf1(self, wrapped: TF1GRU, x, h0, mask) -> ForwardResult:
+    def _check_tf1(self, wrapped: TF1GRU, x, h0, mask):
+        """``(cells, all_cells, dtype, x, h0, mask)`` once the cells and ``run``'s arguments are checked
+        (``h0=None`` becomes zeros: what the TF1 runners start from)."""
         config = wrapped.config
         cells = _tf1_cells(wrapped.cell)
         all_cells = cells + ([wrapped.cell_bw] if wrapped.cell_bw is not None else [])
@@ -740,44 +742,56 @@ class TFLegacyAdapter(Adapter):
             x, h0, mask, input_size=first._candidate_kernel.shape[0] - hidden, hidden_size=hidden,
             slots=len(all_cells), dtype=dtype, what=config.label,
         )
-        runner = config.option("runner")
-        batch = x.shape[0]
         if h0 is None:
-            h0 = np.zeros((len(all_cells), batch, hidden), dtype)
+            h0 = np.zeros((len(all_cells), x.shape[0], hidden), dtype)
+        if config.option("runner") == "steps" and mask is not None:
+            raise ValueError("a TF1 GRUCell stepped by itself has no notion of padding; run it without a mask, "
+                             "or through dynamic_rnn with sequence_length")
+        return cells, all_cells, dtype, x, h0, mask
+
+    @staticmethod
+    def _tf1_forward(wrapped: TF1GRU, cells, x_t, h0_t, mask):
+        """The TF1 runner on tensors: ``(outputs (batch, time, features), h_last (slots, batch, hidden))``,
+        both tensors (so a ``tf.GradientTape`` can follow them), outputs in batch-major input order."""
+        config = wrapped.config
+        runner = config.option("runner")
         lengths = None if mask is None else tf.constant(mask.sum(axis=1).astype(np.int32))
         if runner == "steps":
-            if mask is not None:
-                raise ValueError("a TF1 GRUCell stepped by itself has no notion of padding; run it without a mask, "
-                                 "or through dynamic_rnn with sequence_length")
-            h = tf.constant(h0[0])
+            h = h0_t[0]
             outputs = []
             with _quiet():
-                for t in range(x.shape[1]):
-                    output, h = first(tf.constant(x[:, t]), h)
-                    outputs.append(output.numpy())
-            return self._result(np.stack(outputs, axis=1), h.numpy()[None], dtype, config.label)
+                for t in range(x_t.shape[1]):
+                    output, h = cells[0](x_t[:, t], h)
+                    outputs.append(output)
+            return tf.stack(outputs, axis=1), h[None]
         time_major = bool(config.option("time_major"))
-        inputs = tf.constant(np.ascontiguousarray(x.transpose(1, 0, 2)) if time_major else x)
+        inputs = tf.transpose(x_t, [1, 0, 2]) if time_major else x_t
         with _quiet():
             if runner == "dynamic_rnn":
-                initial = tuple(tf.constant(h) for h in h0) if len(cells) > 1 else tf.constant(h0[0])
+                initial = tuple(h0_t[k] for k in range(len(cells))) if len(cells) > 1 else h0_t[0]
                 outputs, state = tf.compat.v1.nn.dynamic_rnn(
                     wrapped.cell, inputs, sequence_length=lengths, initial_state=initial, time_major=time_major)
                 finals = list(state) if len(cells) > 1 else [state]
             elif runner == "bidirectional_dynamic_rnn":
                 (out_fw, out_bw), (state_fw, state_bw) = tf.compat.v1.nn.bidirectional_dynamic_rnn(
                     wrapped.cell, wrapped.cell_bw, inputs, sequence_length=lengths,
-                    initial_state_fw=tf.constant(h0[0]), initial_state_bw=tf.constant(h0[1]), time_major=time_major)
+                    initial_state_fw=h0_t[0], initial_state_bw=h0_t[1], time_major=time_major)
                 outputs = tf.concat([out_fw, out_bw], axis=-1)
                 finals = [state_fw, state_bw]
             else:
                 raise ValueError(f"unknown TF1 runner {runner!r}")
-        outputs = outputs.numpy()
         if time_major:
-            outputs = outputs.transpose(1, 0, 2)
-        return self._result(outputs, np.stack([s.numpy() for s in finals]), dtype, config.label)
+            outputs = tf.transpose(outputs, [1, 0, 2])
+        return outputs, tf.stack(finals)
 
-    def _run_keras2(self, layer, x, h0, mask) -> ForwardResult:
+    def _run_tf1(self, wrapped: TF1GRU, x, h0, mask) -> ForwardResult:
+        cells, _, dtype, x, h0, mask = self._check_tf1(wrapped, x, h0, mask)
+        outputs, h_last = self._tf1_forward(wrapped, cells, tf.constant(x), tf.constant(h0), mask)
+        return self._result(outputs.numpy(), h_last.numpy(), dtype, wrapped.config.label)
+
+    @staticmethod
+    def _check_keras2(layer, x, h0, mask):
+        """``(subs, dtype, what, x, h0, mask)`` once the stack and ``run``'s arguments are checked."""
         subs = _keras2_subs(layer)
         _check_keras2_runnable(subs)
         cells = [_directions(sub)[0].cell for sub in subs]
@@ -790,28 +804,148 @@ class TFLegacyAdapter(Adapter):
             x, h0, mask, input_size=int(cells[0].kernel.shape[0]), hidden_size=cells[0].units,
             slots=sum(len(_directions(sub)) for sub in subs), dtype=dtype, what=what,
         )
+        return subs, dtype, what, x, h0, mask
+
+    @staticmethod
+    def _keras2_forward(subs, x_t, h0_t, mask):
+        """The Keras 2 stack on tensors: ``(outputs (batch, time, features) or None, h_last (slots, batch,
+        hidden))``, outputs in batch-major input order (``time_major`` and ``go_backwards`` undone)."""
         last = _directions(subs[-1])[0]
         time_major = bool(getattr(_directions(subs[0])[0], "time_major", False))
-        sequence = tf.constant(np.ascontiguousarray(x.transpose(1, 0, 2)) if time_major else x)
+        sequence = tf.transpose(x_t, [1, 0, 2]) if time_major else x_t
         mask_tensor = None
         if mask is not None:
             mask_tensor = tf.constant(np.ascontiguousarray(mask.T) if time_major else mask)
         finals, slot = [], 0
         for sub in subs:
             rnns = _directions(sub)
-            initial = None if h0 is None else [tf.constant(h0[slot + d]) for d in range(len(rnns))]
+            initial = None if h0_t is None else [h0_t[slot + d] for d in range(len(rnns))]
             slot += len(rnns)
             output, *states = sub(sequence, initial_state=initial, mask=mask_tensor)
             finals += states
             sequence = output
         outputs = None
         if last.return_sequences:
-            outputs = sequence.numpy()
+            outputs = sequence
             if time_major:
-                outputs = outputs.transpose(1, 0, 2)
+                outputs = tf.transpose(outputs, [1, 0, 2])
             if last.go_backwards and not isinstance(subs[-1], _K2_BIDIRECTIONAL):
-                outputs = outputs[:, ::-1]  # go_backwards returns processing order; align with the input
-        return self._result(outputs, np.stack([s.numpy() for s in finals]), dtype, what)
+                outputs = tf.reverse(outputs, axis=[1])  # go_backwards returns processing order; align with the input
+        return outputs, tf.stack(finals)
+
+    def _run_keras2(self, layer, x, h0, mask) -> ForwardResult:
+        subs, dtype, what, x, h0, mask = self._check_keras2(layer, x, h0, mask)
+        outputs, h_last = self._keras2_forward(subs, tf.constant(x), None if h0 is None else tf.constant(h0), mask)
+        return self._result(None if outputs is None else outputs.numpy(), h_last.numpy(), dtype, what)
+
+    # ------------------------------------------------------------- differentiating
+
+    def gradients(self, layer, x, h0=None, mask=None, d_outputs=None, d_h_last=None):
+        """``tf.GradientTape`` of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)`` through the very
+        forward ``run`` executes (``_tf1_forward`` / ``_keras2_forward``), eagerly.
+
+        The tape watches ``x``, ``h0`` and the weights' variables. TF1 ``GRUCell``: ``gates/kernel``,
+        ``gates/bias``, ``candidate/kernel``, ``candidate/bias`` map back through ``from_tf1``, the code that
+        reads the weights; each bias is one canonical input bias (``gates/bias`` = b_r|b_z, ``candidate/bias``
+        = b_h, added once after the matmul on ``concat([x, h])`` / ``concat([x, r * h])``), so its gradient is
+        db_*; the c_* the layout lacks are zeros (not compared; under reset-before they would enter the same
+        pre-activations, so their reference gradients equal db_*). Keras 2: ``kernel``, ``recurrent_kernel``,
+        ``bias`` map through ``layouts.from_keras`` (``reset_after=False``: one ``(3H,)`` bias = b_*; c_*
+        zeros; ``use_bias=False``: all biases zero). ``h0=None`` differentiates at zero initial states.
+
+        ``tf.raw_ops.GRUBlockCell`` raises ``GradientsUnavailable``: TensorFlow registers no gradient for it
+        (``tensorflow/python/ops/rnn_grad.py`` registers ``BlockLSTM``/``BlockLSTMV2`` only; the
+        ``GRUBlockCellGrad`` kernel exists but its Python gradient registration lived in the removed
+        ``tf.contrib.rnn``), measured: the tape raises ``LookupError``.
+        """
+        from reference.backward import StackGradients
+
+        from .base import GradientsUnavailable
+
+        if isinstance(layer, GRUBlockCellWeights):
+            return self._block_gradients(layer, x, h0, mask, d_outputs, d_h_last)
+        if isinstance(layer, TF1GRU) or _is_tf1_cell(layer) or isinstance(layer, legacy_cells.MultiRNNCell):
+            wrapped = self._as_tf1(layer)
+            cells, all_cells, dtype, x, h0, mask = self._check_tf1(wrapped, x, h0, mask)
+            variables = [[getattr(cell, attribute) for attribute, _ in TF1_VARIABLES] for cell in all_cells]
+
+            def forward(x_t, h0_t):
+                return self._tf1_forward(wrapped, cells, x_t, h0_t, mask)
+
+            def to_canonical(grads):  # a forward/backward pair is one layer; a MultiRNNCell's cells are layers
+                if wrapped.cell_bw is not None:
+                    return [[from_tf1(*g) for g in grads]]
+                return [[from_tf1(*g)] for g in grads]
+        else:
+            subs, dtype, what, x, h0, mask = self._check_keras2(layer, x, h0, mask)
+            if h0 is None:
+                h0 = np.zeros((sum(len(_directions(sub)) for sub in subs), x.shape[0],
+                               _directions(subs[0])[0].cell.units), dtype)
+            rnns = [rnn for sub in subs for rnn in _directions(sub)]
+            variables = [[rnn.cell.kernel, rnn.cell.recurrent_kernel] + ([rnn.cell.bias] if rnn.cell.use_bias else [])
+                         for rnn in rnns]
+
+            def forward(x_t, h0_t):
+                return self._keras2_forward(subs, x_t, h0_t, mask)
+
+            def to_canonical(grads):
+                canonical, index = [], 0
+                for sub in subs:
+                    directions = []
+                    for rnn in _directions(sub):
+                        kernel, recurrent_kernel, *bias = grads[index]
+                        directions.append(layouts.from_keras(kernel, recurrent_kernel, bias[0] if bias else None,
+                                                             reset_after=rnn.cell.reset_after))
+                        index += 1
+                    canonical.append(directions)
+                return canonical
+
+        x_t, h0_t = tf.constant(x), tf.constant(h0)
+        flat = [v for group in variables for v in group]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([x_t, h0_t, *flat])
+            outputs, h_last = forward(x_t, h0_t)
+            loss = tf.zeros((), dtype)
+            if d_outputs is not None and outputs is not None:
+                loss += tf.reduce_sum(outputs * tf.constant(np.asarray(d_outputs, dtype)))
+            if d_h_last is not None:
+                loss += tf.reduce_sum(h_last * tf.constant(np.asarray(d_h_last, dtype)))
+        try:
+            found = tape.gradient(loss, [x_t, h0_t, *flat], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        except LookupError as error:  # an op without a registered gradient
+            raise GradientsUnavailable(f"TensorFlow {TF_VERSION} cannot differentiate this layer: {error}") from None
+        dx, dh0, *rest = [np.array(g) for g in found]
+        rest = iter(rest)
+        grads = [[next(rest) for _ in group] for group in variables]
+        return StackGradients(to_canonical(grads), dx, dh0)
+
+    def _block_gradients(self, weights: GRUBlockCellWeights, x, h0, mask, d_outputs, d_h_last):
+        """The tape through the op, stepped as ``_run_block`` steps it; TensorFlow has no gradient for it."""
+        from .base import GradientsUnavailable
+
+        self._run_block(weights, x, h0, mask)  # run's checks and errors (float64 is refused by the op itself)
+        dtype = weights.w_c.dtype.name
+        h = tf.constant(np.zeros((x.shape[0], weights.hidden_size), dtype) if h0 is None else np.asarray(h0)[0])
+        tensors = [tf.constant(a) for a in (weights.w_ru, weights.w_c, weights.b_ru, weights.b_c)]
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch([x_t, h, *tensors])
+            h_t, loss = h, tf.zeros((), dtype)
+            for t in range(x.shape[1]):
+                h_t = tf.raw_ops.GRUBlockCell(x=x_t[:, t], h_prev=h_t, w_ru=tensors[0], w_c=tensors[1],
+                                              b_ru=tensors[2], b_c=tensors[3]).h
+                if d_outputs is not None:
+                    loss += tf.reduce_sum(h_t * tf.constant(np.asarray(d_outputs, dtype)[:, t]))
+        try:
+            tape.gradient(loss, [x_t, h, *tensors])
+        except LookupError as error:
+            raise GradientsUnavailable(
+                f"TensorFlow {TF_VERSION} registers no gradient for tf.raw_ops.GRUBlockCell (the tape says: {error}); "
+                f"tensorflow/python/ops/rnn_grad.py registers BlockLSTM and BlockLSTMV2 only, and the GRUBlockCellGrad "
+                f"op's registration lived in tf.contrib.rnn, removed in TensorFlow 2"
+            ) from None
+        raise RuntimeError("tf.raw_ops.GRUBlockCell now has a registered gradient: map it back to GRUParams "
+                           "(adapters/tf_legacy.py _block_gradients)")
 
 
 def _pin_numerics() -> None:
