@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from .base import Adapter, ForwardResult, LayerConfig, mask_lengths
+from .base import Adapter, ForwardResult, FrameworkUnavailable, LayerConfig, mask_lengths
 
 # name -> module defining ``ADAPTER`` (or ``module:ATTRIBUTE`` when one module serves several);
 # the framework is imported only when the adapter is asked for. One line per framework.
@@ -26,7 +26,11 @@ REGISTRY: dict[str, str] = {
     "haiku": "adapters.haiku_gru",
     "equinox": "adapters.equinox_gru",
     "paddle": "adapters.paddle_gru",
+    "torch-cuda": "adapters.torch_cuda",  # a GPU's arithmetic (TF32); unavailable without a CUDA device
 }
+
+
+from .testing import assert_gru_equivalent  # noqa: E402  (NumPy only: frameworks load when used)
 
 
 class AdapterUnavailable(RuntimeError):
@@ -43,6 +47,8 @@ def _load(name: str) -> Adapter | AdapterUnavailable:
     module_name, _, attribute = REGISTRY[name].partition(":")
     try:
         module = importlib.import_module(module_name)
+    except FrameworkUnavailable as error:  # installed, but cannot run here (no GPU, ...)
+        return AdapterUnavailable(name, error.reason)
     except ImportError as error:
         return AdapterUnavailable(name, f"{error.name or error} is not installed ({error})")
     except Exception as error:  # a broken install must read as unavailable, not crash the suite
@@ -68,4 +74,4 @@ def available() -> list[Adapter]:
     return [adapter for adapter in status().values() if isinstance(adapter, Adapter)]
 
 
-__all__ = ["Adapter", "AdapterUnavailable", "ForwardResult", "LayerConfig", "REGISTRY", "available", "get", "mask_lengths", "status"]
+__all__ = ["assert_gru_equivalent", "Adapter", "AdapterUnavailable", "ForwardResult", "LayerConfig", "REGISTRY", "available", "get", "mask_lengths", "status"]

@@ -59,7 +59,9 @@ def _key(row: dict) -> tuple[str, str, str]:
     return row["framework"], row.get("config") or "", row.get("dtype") or ""
 
 
-def record(rows: list[dict]) -> dict:
+def record(rows: list[dict], conversions: list[dict] | None = None, kept: list[dict] | None = None) -> dict:
+    """The baseline of ``rows`` (``check --json`` dicts) and, when given, of the conversion-path cells
+    (``ConversionResult.to_json()`` dicts; see ``record_conversions``)."""
     try:
         version = metadata.version("gru-equivalence")
     except metadata.PackageNotFoundError:
@@ -81,6 +83,10 @@ def record(rows: list[dict]) -> dict:
         }
         if row.get("error"):
             entry["error"] = row["error"]
+        if row.get("gradients"):  # recorded with --gradients: the verdict and which groups differ
+            gradients = row["gradients"]
+            entry["gradients"] = {"passed": gradients["passed"], "failing": gradients["failing"],
+                                  "verdict": gradients["verdict"]}
         entries.append(entry)
     return {
         "tool_version": version,
@@ -89,7 +95,8 @@ def record(rows: list[dict]) -> dict:
                     "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "numpy": np.__version__},
         "error_growth_factor": ERROR_GROWTH_FACTOR,
-        "entries": sorted(entries, key=_key),
+        "entries": sorted(entries + list(kept or []), key=_key),
+        **({"conversions": record_conversions(conversions)} if conversions is not None else {}),
     }
 
 
@@ -106,6 +113,7 @@ class BaselineCheck:
     notes: list[str] = field(default_factory=list)
     compared: int = 0
     not_checked: list[str] = field(default_factory=list)  # unavailable frameworks: never counted as passed
+    gradients_not_checked: int = 0  # recorded gradient verdicts this run did not compare (no --gradients)
 
     @property
     def passed(self) -> bool:
@@ -119,6 +127,25 @@ class BaselineCheck:
         lines += [f"  FAIL: {f}" for f in self.failures]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _gradient_change(old: dict, row: dict) -> str | None:
+    """What changed in the gradient verdict, when both the record and this run compared gradients."""
+    before, now = old.get("gradients"), row.get("gradients")
+    if not before or not now:
+        return None
+    if before["passed"] == now["passed"] and sorted(before["failing"]) == sorted(now["failing"]):
+        return None
+    return f"the gradient verdict changed from '{before['verdict']}' to '{now['verdict']}'"
+
+
+def keep_unavailable(previous: dict | None, rows: list[dict]) -> list[dict]:
+    """The entries of ``previous`` whose framework is unavailable in ``rows`` (a GPU's rows, recorded on a
+    machine that has one): ``baseline --update`` keeps them instead of dropping what it cannot measure."""
+    if not previous:
+        return []
+    unavailable = {row["framework"] for row in rows if "unavailable" in row}
+    return [entry for entry in previous.get("entries", []) if entry["framework"] in unavailable]
 
 
 def _failed_to_run(error: str) -> str:
@@ -178,6 +205,12 @@ def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> Baseline
                     + (f" ({versions})" if versions else "")
                 )
                 continue
+        gradient_change = _gradient_change(old, row)
+        if gradient_change:
+            result.failures.append(f"{label}: {gradient_change}" + (f" ({versions})" if versions else ""))
+            continue
+        if "gradients" in old and "gradients" not in row:
+            result.gradients_not_checked += 1
         if versions:
             result.notes.append(f"{label}: {versions}; same convention, errors within bounds")
     for key in sorted(set(recorded) - seen):
@@ -189,6 +222,9 @@ def check(baseline: dict, rows: list[dict], allow_new: bool = False) -> Baseline
         elif key[0] not in unavailable:
             result.notes.append(f"{label} is in the baseline but its framework was not selected")
     result.compared = compared
+    if result.gradients_not_checked:
+        result.notes.append(f"{result.gradients_not_checked} recorded gradient verdict(s) not checked: this run "
+                            f"compared no gradients (pass --gradients)")
     if compared == 0:
         result.failures.append(
             f"the baseline covers nothing that ran: none of its {len(recorded)} entries matches a configuration of "
@@ -250,3 +286,111 @@ def save(baseline: dict, path: str | Path | None = None) -> Path:
     path = Path(BASELINE_PATH if path is None else path)
     path.write_text(json.dumps(baseline, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------- conversion paths (reports/conversions.py)
+
+
+def _conversion_key(row: dict) -> tuple[str, str, str]:
+    return row["path"], row["config"], row["dtype"]
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").splitlines()[0][:300] if text else ""
+
+
+def record_conversions(rows: list[dict]) -> list[dict]:
+    """One entry per conversion cell that ran (unavailable paths are not recorded): the tool's versions,
+    the verdict, the convention the result computes, its error against the source, the names of the
+    diagnosed mistakes and a one-line account of what the tool emitted."""
+    entries = []
+    for row in rows:
+        if row["verdict"] == "unavailable":
+            continue
+        entries.append({
+            "path": row["path"], "source": row["source"], "config": row["config"], "dtype": row["dtype"],
+            "tool": row["tool"], "versions": row["versions"], "verdict": row["verdict"], "matched": row["matched"],
+            "error_vs_source": row["error_vs_source"],
+            "mistakes": [name for diagnosis in row.get("diagnosis", [])[:1] for name in diagnosis["mistakes"]],
+            "emitted": row.get("emitted_summary") or "",
+            **({"detail": _first_line(row["detail"])} if row["verdict"] in ("failed", "refused") else {}),
+        })
+    return sorted(entries, key=_conversion_key)
+
+
+def check_conversions(baseline: dict, rows: list[dict], covered: set[tuple[str, str]] | None = None,
+                      allow_new: bool = False) -> BaselineCheck:
+    """Compare conversion cells (``ConversionResult.to_json()`` dicts) with the baseline's ``conversions``.
+
+    Fails, naming the path, the tool, its versions and what changed: a verdict that changed (exact ->
+    failed, exact -> mistake named, ...), a result that now computes another convention, an error against
+    the source that grew beyond ``ERROR_GROWTH_FACTOR`` x max(recorded, ``DRIFT_FLOOR``), a cell that ran
+    without an entry (unless ``allow_new``), and an entry of an available path whose source configuration
+    was covered (``covered``: ``(source framework, configuration)`` pairs; None: all) but did not run.
+    A changed account of what the tool emitted, or new versions with the same verdict, are notes.
+    """
+    result = BaselineCheck()
+    recorded = {_conversion_key(entry): entry for entry in baseline.get("conversions", [])}
+    factor = baseline.get("error_growth_factor", ERROR_GROWTH_FACTOR)
+    unavailable = {row["path"] for row in rows if row["verdict"] == "unavailable"}
+    ran = [row for row in rows if row["verdict"] != "unavailable"]
+    for row in rows:
+        if row["verdict"] == "unavailable":
+            result.not_checked.append(f"conversion path {row['path']} ({row['detail']})")
+    if ran and "conversions" not in baseline:
+        result.failures.append("the baseline records no conversion paths; run `gru-equiv baseline --update`")
+        return result
+    seen = set()
+    for row in ran:
+        key = _conversion_key(row)
+        seen.add(key)
+        label = f"conversion path {row['path']} ({row['title']}) [{row['config']}, {row['dtype']}]"
+        old = recorded.get(key)
+        if old is None:
+            message = f"{label} is not in the baseline (new path or configuration); run `gru-equiv baseline --update`"
+            (result.notes if allow_new else result.failures).append(message if allow_new else message + " (or pass --allow-new)")
+            continue
+        result.compared += 1
+        changed = ", ".join(f"{k} {old['versions'].get(k, '?')} -> {v}" for k, v in row["versions"].items()
+                            if old["versions"].get(k) != v)
+        versions = changed or "same versions: " + ", ".join(f"{k} {v}" for k, v in row["versions"].items())
+        if row["verdict"] != old["verdict"]:
+            result.failures.append(f"{label}: the verdict changed from {old['verdict']!r} to {row['verdict']!r} "
+                                   f"({versions}): {_first_line(row['detail'])}")
+            continue
+        if row["matched"] != old["matched"]:
+            result.failures.append(f"{label}: the converted GRU now computes {_formula(row['matched'])}, it computed "
+                                   f"{_formula(old['matched'])} ({versions})")
+            continue
+        mistakes = [name for diagnosis in row.get("diagnosis", [])[:1] for name in diagnosis["mistakes"]]
+        if mistakes != old.get("mistakes", []):
+            result.failures.append(f"{label}: the diagnosed mistakes changed from {old.get('mistakes')} to {mistakes} "
+                                   f"({versions})")
+            continue
+        current, before = row["error_vs_source"], old["error_vs_source"]
+        if current is not None and before is not None and row["verdict"] in ("exact", "precision only"):
+            allowed = factor * max(before, DRIFT_FLOOR[row["dtype"]])
+            if current > allowed:
+                result.failures.append(f"{label}: the error against the source grew from {before:.3g} to {current:.3g}, "
+                                       f"beyond {factor:g} x the baseline (allowed {allowed:.3g}) ({versions})")
+                continue
+        if row["verdict"] == "failed" and _first_line(row["detail"]) != old.get("detail"):
+            result.notes.append(f"{label} still fails, with another message: {_first_line(row['detail'])}")
+        if (row.get("emitted_summary") or "") != old.get("emitted", ""):
+            result.notes.append(f"{label}: the tool now emits {row.get('emitted_summary')!r} (recorded: "
+                                f"{old.get('emitted')!r}); same verdict")
+        if changed:
+            result.notes.append(f"{label}: {changed}; same verdict ({row['verdict']})")
+    ran_paths = {row["path"] for row in ran}
+    for key in sorted(set(recorded) - seen):
+        entry = recorded[key]
+        label = f"conversion path {key[0]} [{key[1]}, {key[2]}]"
+        selected = covered is None or (entry.get("source"), key[1]) in covered
+        if key[0] in unavailable:
+            continue
+        if selected and (key[0] in ran_paths or covered is not None):
+            result.failures.append(f"{label} is in the baseline but did not run: renamed or removed? "
+                                   f"run `gru-equiv baseline --update`")
+        else:
+            result.notes.append(f"{label} is in the baseline but its source configuration was not selected")
+    return result

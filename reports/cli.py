@@ -5,6 +5,9 @@
     gru-equiv report [--out DIR] [--frameworks ...] [--dtypes ...] [--seed N]
     gru-equiv baseline (--update | --check) [--path FILE] [--allow-new]
     gru-equiv list
+    gru-equiv inspect PATH [--json] [--name NAME]
+    gru-equiv port PATH --to {torch,keras,onnx} --out PATH [--inputs FILE.npy] [--report DIR] [--name NAME] [--dtype D] [--force]
+    gru-equiv convert [--paths ID ...] [--sources all | NAME ...] [--dtypes ...] [--seed N] [--json] [--list]
 
 A bad argument is one line on stderr, ``gru-equiv: ...``, and exit status 2, before any work.
 """
@@ -15,13 +18,15 @@ import argparse
 import sys
 
 from .commands import baseline, check, identify, listing, report
+from .commands import inspect as inspect_command, port as port_command
+from .commands import convert as convert_command
 from .selection import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gru-equiv", description="Which GRU formula does each framework compute?")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (check, identify, report, baseline, listing):
+    for command in (check, identify, report, baseline, listing, inspect_command, port_command, convert_command):
         command.add_parser(commands)
     return parser
 

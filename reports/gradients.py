@@ -206,3 +206,20 @@ def compare_gradients(adapter: Adapter, config: LayerConfig, dtype, case: Case =
         return result
     result.groups, result.excluded = compare_stack_gradients(observed, expected, config, dtype)
     return result
+
+
+def attach_gradients(rows, progress=None) -> None:
+    """Compare the gradients of every row that ran (``ConfigResult.gradients``), under the convention it was
+    measured to compute (the documented one when none matched): ``check``, ``report`` and ``baseline`` with
+    ``--gradients`` all call this."""
+    import adapters
+
+    from .matrix import ConfigResult
+
+    for row in rows:
+        if not isinstance(row, ConfigResult) or row.error:
+            continue
+        if progress:
+            progress(f"gradients of {row.config.label} [{row.dtype.name}]")
+        row.gradients = compare_gradients(adapters.get(row.framework), row.config, row.dtype, row.case,
+                                          convention=row.matched or row.claimed)

@@ -127,6 +127,8 @@ class MatrixRow:
     precision_ok: bool
     margin: float | None
     error: str | None
+    gradients: str | None = None  # the gradient verdict, when the report compared gradients
+    gradients_ok: bool | None = None
 
 
 @dataclass
@@ -244,6 +246,7 @@ class Section:
     biases: str
     padding: str
     ecosystem_anchor: str
+    gradients: str | None = None  # the gradient verdict with its groups, when gradients were compared
 
     @property
     def open(self) -> bool:
@@ -274,6 +277,8 @@ class Report:
     chart_frames: list[ChartFrame] = field(default_factory=list)
     heatmap_levels: tuple[str, ...] = HEATMAP_LEVELS
     convention_styles: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(CONVENTION_STYLE))
+    conversions: object = None  # reports.conversions.ConversionSection, when the conversion paths were audited
+    has_gradients: bool = False  # the matrix shows a gradient-verdict column
 
     @property
     def frameworks_with_sections(self) -> list[tuple[str, list[Section]]]:
@@ -338,9 +343,10 @@ def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRo
     eco = ecosystem.get(eco_anchor)
     claim_source = config.claim_source or "not recorded"
     layout = config.layout or "not recorded"
-    if eco is not None and eco.claim_source == config.claim_source:
+    # The ecosystem row joins its class's distinct claims and layouts: one of them is stated there already.
+    if eco is not None and config.claim_source and config.claim_source in eco.claim_source:
         claim_source = ""
-    if eco is not None and eco.layout == config.layout:
+    if eco is not None and config.layout and config.layout in eco.layout:
         layout = ""
     shapes = (f"batch {case.batch}, time {case.time}, input {case.input_size}, hidden {case.hidden_size}, "
               f"layers {config.num_layers}, directions {config.directions}")
@@ -349,6 +355,7 @@ def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRo
         claimed=result.claimed.id, reproduce=result.rerun_command(), shapes=shapes, seed=case.seed,
         findings=result.findings(), claim_source=claim_source, layout=layout, ecosystem_anchor=eco_anchor,
         biases=_biases(config.bias_fields), padding=config.padding_semantics,
+        gradients=_gradient_text(result),
     )
     if result.error:
         return Section(matched=None, precision="-", margin=None, ambiguous=False, diagnosis=[], stats=[], chart=None,
@@ -383,10 +390,25 @@ def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRo
     )
 
 
+def _gradient_text(result: ConfigResult) -> str | None:
+    """The gradient verdict in words, with the worst group differences (None: gradients not compared)."""
+    gradients = result.gradients
+    if gradients is None:
+        return None
+    if gradients.passed is None:
+        return gradients.verdict
+    worst = ", ".join(f"{name} max abs {group.max_abs:.2g}" for name, group in gradients.groups.items())
+    return f"{gradients.verdict} (under {gradients.convention.id}; {worst})"
+
+
 def _matrix_row(anchor: str, result: ConfigResult) -> MatrixRow:
     claimed = SHORT_LABELS[result.claimed.id]
     if result.error:
         return MatrixRow(anchor, result.config.name, result.dtype.name, claimed, False, [], "-", False, None, result.error)
+    gradients = result.gradients
+    gradient_cell = None if gradients is None else (
+        "match" if gradients.passed else "differ: " + ", ".join(gradients.failing) if gradients.passed is False
+        else "none" if gradients.unavailable else "error")
     tolerance = result.identification.tolerance
     cells = []
     for convention in Convention.all():
@@ -402,7 +424,7 @@ def _matrix_row(anchor: str, result: ConfigResult) -> MatrixRow:
     return MatrixRow(
         anchor, result.config.name, result.dtype.name, claimed, result.matched == result.claimed, cells,
         precision_text, precision is not None and not precision.lower_than_requested,
-        result.identification.margin, None,
+        result.identification.margin, None, gradient_cell, None if gradients is None else gradients.passed,
     )
 
 
@@ -445,7 +467,10 @@ def environment() -> dict[str, str]:
     return info
 
 
-def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: str | None = None) -> Report:
+def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: str | None = None,
+                 conversions: list | None = None) -> Report:
+    """The page's content; ``conversions``: ``reports.conversions.ConversionResult`` rows for the
+    "conversion paths" section (None: no such section)."""
     try:
         version = metadata.version("gru-equivalence")
     except metadata.PackageNotFoundError:
@@ -487,7 +512,17 @@ def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: 
         chart_frames=[chart_frame(steps) for steps in sorted({s.chart.steps for s in sections if s.chart})],
         unavailable=[r.to_json() for r in rows if isinstance(r, UnavailableFramework)],
         summary=[{**r.to_json(), "anchor": anchor} for anchor, r in zip(anchors, results)],
+        conversions=_conversion_section(conversions),
+        has_gradients=any(r.gradients is not None for r in results),
     )
+
+
+def _conversion_section(conversions):
+    if conversions is None:
+        return None
+    from .conversions import conversion_section
+
+    return conversion_section(conversions)
 
 
 # --------------------------------------------------------------- rendering it
@@ -512,16 +547,19 @@ def report_json(report: Report) -> dict:
                     "findings": [f.__dict__ for f in report.verdict.findings]},
         "ecosystem": [row.to_json() for row in report.ecosystem],
         "results": report.summary, "unavailable": report.unavailable,
+        **({"conversions": [row.to_json() for row in report.conversions.unavailable + report.conversions.details]}
+           if report.conversions is not None else {}),
     }
 
 
-def write_report(rows, out_dir: str | Path, generated_at: str | None = None) -> tuple[Path, Path]:
+def write_report(rows, out_dir: str | Path, generated_at: str | None = None, conversions: list | None = None
+                 ) -> tuple[Path, Path]:
     """Write ``index.html``, ``report.json`` and ``report.md`` into ``out_dir``; return the first two paths."""
     from .markdown import render_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(rows, generated_at)
+    report = build_report(rows, generated_at, conversions)
     html_path, json_path = out / "index.html", out / "report.json"
     html_path.write_text(render_html(report), encoding="utf-8")
     json_path.write_text(json.dumps(report_json(report), indent=2), encoding="utf-8")

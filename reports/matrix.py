@@ -93,6 +93,7 @@ class ConfigResult:
     observed: ForwardResult | None = None
     expected: dict[Convention, ForwardResult] = field(default_factory=dict)
     error: str | None = None  # the configuration failed to build or run
+    gradients: object = None  # reports.gradients.GradientResult, when gradients were compared (--gradients)
 
     @property
     def claimed(self) -> Convention:
@@ -200,6 +201,7 @@ class ConfigResult:
             "layout": self.config.layout,
             "padding": self.config.padding_semantics,
             "claim_source": self.config.claim_source,
+            **({"gradients": self.gradients.to_json()} if self.gradients is not None else {}),
         }
 
 

@@ -11,9 +11,9 @@ def _format_error(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: dict | None = None) -> str:
-    """One line per row; ``gradients`` (``{id(row): GradientResult}``, from ``check --gradients``) adds a
-    gradient-verdict column, and without it the table is unchanged."""
+def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: bool = False) -> str:
+    """One line per row; ``gradients=True`` (``check --gradients``) adds a column with each row's gradient
+    verdict (``ConfigResult.gradients``), and without it the table is unchanged."""
     header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention", "margin")
     lines = []
     for row in rows:
@@ -42,9 +42,10 @@ def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: dic
             _format_error(best_diff.max_abs), f"{_format_error(other_diff.max_abs)} ({other.id})",
             f"{identification.margin:.3g}x",
         ))
-    if gradients is not None:
+    if gradients:
         header += ("gradients",)
-        lines = [line + (gradients[id(row)].verdict if id(row) in gradients else "-",) for row, line in zip(rows, lines)]
+        lines = [line + (row.gradients.verdict if getattr(row, "gradients", None) is not None else "-",)
+                 for row, line in zip(rows, lines)]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

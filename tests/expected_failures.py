@@ -66,7 +66,75 @@ PADDLE_BIAS_ATTR_CRASH = (
     "flatten_parameters (:1640-1644) hands the fused kernel 2 or 3 tensors per cell where it reads 4: SIGSEGV, "
     "contained in the adapter's worker; RNN(GRUCell) with the same options runs correctly"
 )
+TORCH_CUDA_TF32 = (
+    "torch on a CUDA GPU computes float32 GRUs in TF32 by default: torch/include/ATen/Context.h:501 (torch 2.13.0) "
+    "'bool allow_tf32_cudnn = true;' and :553 routes Float32Op::RNN to that default, so cuDNN's nn.GRU rounds matmul "
+    "inputs to 10 mantissa bits: measured on an H100 (torch 2.11.0+cu130, cuDNN 9.19) max abs error 3.2e-4 to "
+    "4.9e-4 where float32 keeps 1.3e-7; torch.backends.cudnn.allow_tf32 = False restores float32 (5.0e-6). "
+    "nn.GRUCell uses cuBLAS, which stays IEEE float32 (1.3e-7) unless torch.set_float32_matmul_precision('high') "
+    "(Context.h:496-499 and :555): then 5.3e-4"
+)
+TORCH_CUDA_TF32_ROWS = (
+    "nn.GRU(batch_first=True) [cuDNN, torch defaults]", "nn.GRU(num_layers=2, bidirectional=True) [cuDNN]",
+    "nn.GRU + PackedSequence [cuDNN]", "nn.GRUCell [cuBLAS, float32_matmul_precision='high']",
+)
+PADDLE_BIDIRECTIONAL_LENGTHS_GRADIENT = (
+    "paddle.nn.GRU's fused backward is wrong for the backward direction when sequence_length is shorter than the "
+    "time axis (paddlepaddle 3.3.1, CPU; the per-layer backward of paddle/phi/kernels/cpu/rnn_grad_kernel.cc with "
+    "has_sequence_length and the reverse mask): the forward matches, but layer 0 direction 1 gradients differ by up "
+    "to 0.52 (W), 0.47 (U), 0.41 (b, c), 0.30 (x), 0.25 (h0); finite differences of paddle's own forward agree with "
+    "the reference (d b_z[1]: 0.504193) and not with paddle's autograd (0.177058); unidirectional or full-length "
+    "runs agree to 1e-15"
+)
+# Conversion paths (reports.conversions): keys are (path id, source configuration, dtype, aspect).
+TFLITE_DYNAMIC_TENSOR_LIST = (
+    "tf.lite.TFLiteConverter (TensorFlow 2.21) refuses every Keras 3 GRU with a dynamic time axis: ConverterError "
+    "\"'tf.TensorListReserve' op requires element_shape to be static during TF Lite transformation pass\"; the fix it "
+    "suggests (SELECT_TF_OPS with _experimental_lower_tensor_list_ops=False) leaves the GRU to the TF runtime"
+)
+ONNX_FLOAT16_WEIGHTS = (
+    "onnxconverter_common.float16.convert_float_to_float16 (1.16.0) stores the GRU's W/R/B in float16 and onnxruntime "
+    "1.32 computes from them: max abs error 8.6e-5 to 3.4e-4 against the float32 source, the float16 rounding of the "
+    "weights; keep_io_types does not change it, keeping the model in float32 does"
+)
+TORCH_INT8_DYNAMIC = (
+    "torch.ao.quantization.quantize_dynamic(nn.GRU, {nn.GRU}, dtype=torch.qint8) stores per-tensor symmetric int8 "
+    "weights (observer.py:386, scale max|w|/127.5) and quantizes activations to 7 bits at run time (reduce_range, "
+    "ao/nn/quantized/dynamic/modules/rnn.py:444-449): max abs error 1.3e-2 to 1.9e-2; the int8 model of the "
+    "reference (reference.precision) reproduces it to 1.2e-7"
+)
+TORCH_EXPORT_PACKED = (
+    "torch.export (torch 2.13, used by torch.onnx.export(dynamo=True) and the torch-export round trip) cannot trace a "
+    "PackedSequence: GuardOnDataDependentSymNode on the data-dependent batch sizes of pack_padded_sequence"
+)
+ONNX2TF_NO_BIAS = "onnx2tf 1.28.8 fails on a GRU without its optional B input: KeyError: '' (onnx2tf/ops/GRU.py:482)"
+ONNX2TF_IGNORES_LENGTHS = (
+    "onnx2tf 1.28.8 reads the GRU's sequence_lens (onnx2tf/ops/GRU.py:485) but only records it for debugging (:926): "
+    "padded steps are computed like real ones; the audit names the mistake 'mask ignored'"
+)
+OPENVINO_PACKED = "openvino.convert_model (2026.4.1) on a torch PackedSequence GRU: prim::PackPadded is not converted"
+OPENVINO_SEQUENCE_LENS = (
+    "OpenVINO 2026.4.1 (CPU) runs an ONNX GRU with sequence_lens but the padded steps differ from onnxruntime's "
+    "(zeros past each length, Y_h at the last valid step): max abs error 0.475 against the source"
+)
 EXPECTED_FAILURES: dict[tuple[str, str, str, str], str] = {
+    ("keras-tflite", "GRU(reset_after=True)", "float32", "formula"): TFLITE_DYNAMIC_TENSOR_LIST,
+    ("onnx-float16", "*", "float32", "precision"): ONNX_FLOAT16_WEIGHTS,
+    ("torch-quantize-dynamic", "*", "float32", "precision"): TORCH_INT8_DYNAMIC,
+    ("torch-onnx-dynamo", "nn.GRU + PackedSequence", "float32", "formula"): TORCH_EXPORT_PACKED,
+    ("torch-export", "nn.GRU + PackedSequence", "float32", "formula"): TORCH_EXPORT_PACKED,
+    ("onnx-onnx2tf", "GRU(linear_before_reset=1) without B", "float32", "formula"): ONNX2TF_NO_BIAS,
+    ("onnx-onnx2tf", "GRU + sequence_lens", "float32", "formula"): ONNX2TF_IGNORES_LENGTHS,
+    ("torch-openvino", "nn.GRU + PackedSequence", "float32", "formula"): OPENVINO_PACKED,
+    ("onnx-openvino", "GRU + sequence_lens", "float32", "formula"): OPENVINO_SEQUENCE_LENS,
+    **{("paddle", "nn.GRU(num_layers=2, direction='bidirect') + sequence_length", dtype, "gradients"):
+       PADDLE_BIDIRECTIONAL_LENGTHS_GRADIENT for dtype in ("float32", "float64")},
+    **{("torch-cuda", name, "float32", "gradients"): TORCH_CUDA_TF32 for name in TORCH_CUDA_TF32_ROWS},
+    ("keras-jax", "*", "float64", "gradients"): KERAS_JAX_FLOAT32,
+    **{("keras-torch", pattern, "float64", "gradients"): KERAS_NON_TF_FLOAT64
+       for pattern in ("*mask*", "RNN(GRUCell(*", "*reset_after=False*")},
+    **{(framework, "!* + x64", "float64", "gradients"): JAX_DEFAULT_FLOAT32 for framework in ("flax", "haiku", "equinox")},
+    **{("torch-cuda", name, "float32", "precision"): TORCH_CUDA_TF32 for name in TORCH_CUDA_TF32_ROWS},
     ("keras-jax", "*", "float64", "precision"): KERAS_JAX_FLOAT32,
     **{("keras-torch", pattern, "float64", "precision"): KERAS_NON_TF_FLOAT64
        for pattern in ("*mask*", "RNN(GRUCell(*", "*reset_after=False*")},

@@ -70,7 +70,8 @@ def test_unavailable_frameworks_are_notes_and_new_configurations_fail_unless_all
     result = baseline.check(committed, rows, allow_new=True)
     assert result.passed, result.describe()
     assert any("keras is unavailable" in n for n in result.notes)
-    assert "NOT CHECKED here (unavailable, so neither passed nor failed): keras (not installed)" in result.describe()
+    not_checked = [line for line in result.describe().splitlines() if "NOT CHECKED here" in line]
+    assert len(not_checked) == 1 and "keras (not installed)" in not_checked[0], result.describe()
     assert any("nn.GRU(proj) [float32] is not in the baseline" in n for n in result.notes)
     strict = baseline.check(committed, rows)
     assert [f for f in strict.failures if "nn.GRU(proj) [float32] is not in the baseline" in f and "--allow-new" in f]
@@ -98,3 +99,39 @@ def test_baseline_cli_update_then_check_and_a_tampered_file_fails(tmp_path, caps
     with pytest.raises(SystemExit) as info:
         main(["baseline", "--check", "--path", str(tmp_path / "missing.json")])
     assert info.value.code == 2 and "no baseline " in capsys.readouterr().err
+
+
+def _with_gradients(rows, failing=()):
+    rows = copy.deepcopy(rows)
+    for row in rows:
+        if "unavailable" not in row and not row.get("error"):
+            row["gradients"] = {"passed": not failing, "failing": list(failing),
+                                "verdict": "gradients match" if not failing else "gradients differ: " + ", ".join(failing)}
+    return rows
+
+
+def test_a_changed_gradient_verdict_fails_and_unchecked_gradients_are_said(check_json):
+    """Recorded with --gradients, a run whose gradients now differ fails naming both verdicts; a run without
+    --gradients passes but says how many recorded gradient verdicts it did not check."""
+    torch_rows = [r for r in check_json if r["framework"] == "torch"]
+    recorded = baseline.record(_with_gradients(torch_rows))
+    assert all(entry["gradients"]["passed"] for entry in recorded["entries"] if not entry.get("error"))
+    assert baseline.check(recorded, _with_gradients(torch_rows)).passed
+    broken = baseline.check(recorded, _with_gradients(torch_rows, failing=("U",)))
+    assert not broken.passed and all("gradient verdict changed from 'gradients match' to 'gradients differ: U'" in f
+                                     for f in broken.failures), broken.describe()
+    unchecked = baseline.check(recorded, torch_rows)
+    assert unchecked.passed and any(f"{unchecked.compared} recorded gradient verdict(s) not checked" in n
+                                    for n in unchecked.notes), unchecked.describe()
+
+
+def test_update_keeps_the_entries_of_frameworks_unavailable_here(committed, check_json):
+    """A GPU's rows are recorded where a GPU is; ``baseline --update`` on a machine without one keeps them."""
+    rows = [r for r in check_json if r["framework"] != "torch"] + [{"framework": "torch", "unavailable": "hidden"}]
+    unavailable = {r["framework"] for r in rows if "unavailable" in r}
+    kept = baseline.keep_unavailable(committed, rows)
+    assert "torch" in {e["framework"] for e in kept} and {e["framework"] for e in kept} <= unavailable
+    assert len([e for e in kept if e["framework"] == "torch"]) == len([e for e in committed["entries"] if e["framework"] == "torch"])
+    updated = baseline.record(rows, kept=kept)
+    assert [e for e in updated["entries"] if e["framework"] in unavailable] == sorted(kept, key=baseline._key)
+    assert baseline.keep_unavailable(None, rows) == []

@@ -11,9 +11,9 @@ import pytest
 
 import adapters
 from reference.compare import SEPARATION_FACTOR
-from reports.matrix import DEFAULT_CASE, DTYPES, compare_configuration
+from reports.matrix import DEFAULT_CASE, DTYPES
 
-from .conftest import adapter_or_skip
+from .conftest import adapter_or_skip, measured
 from .expected_failures import expected_failure
 
 
@@ -37,7 +37,7 @@ def _measured(framework: str, config_name: str, dtype, gru_comparisons):
     key = (framework, config_name, dtype.name)
     if key not in _RESULTS:
         adapter = adapter_or_skip(framework)
-        _RESULTS[key] = compare_configuration(adapter, adapter.configuration(config_name), dtype)
+        _RESULTS[key] = measured(adapter, adapter.configuration(config_name), dtype)
         gru_comparisons.append(_RESULTS[key])
     return _RESULTS[key]
 

@@ -20,6 +20,7 @@ from reports.cli import main
 from reports.html import build_report, render_html, write_report
 from reports.matrix import compare_configuration, run_matrix
 
+from .conftest import adapter_or_skip
 from .fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter
 
 FIXED_TIME = "2026-01-01T00:00:00+00:00"
@@ -28,9 +29,15 @@ FIXED_TIME = "2026-01-01T00:00:00+00:00"
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
     """``gru-equiv report`` with defaults, in-process (``check_json`` already covers the console script)."""
+    from reports import matrix
+
+    from .conftest import measured
+
     out = tmp_path_factory.mktemp("report")
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    # The measurements are shared with check_json (conftest.measured): what is tested here is the rendering.
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.setattr(matrix, "compare_configuration", measured)
         assert main(["report", "--out", str(out)]) == 0
     assert f"report written: {(out / 'index.html').resolve()}" in stdout.getvalue()
     assert "framework configuration" in stdout.getvalue()  # the table is printed too
@@ -239,3 +246,19 @@ def test_report_page_stays_light(full_report):
     size = (out / "index.html").stat().st_size
     per_row = size / max(1, len(data["results"]))
     assert size < 1.5e6, f"index.html is {size / 1e6:.2f} MB for {len(data['results'])} rows ({per_row:.0f} bytes a row)"
+
+
+def test_report_with_gradients_shows_each_rows_gradient_verdict(tmp_path, capsys):
+    """``report --gradients``: a gradient column in the matrix, the verdict with its groups in each section, and
+    the same in the JSON; without the flag neither appears (the default page stays as it was)."""
+    adapter_or_skip("torch")
+    out = tmp_path / "report"
+    assert main(["report", "--out", str(out), "--frameworks", "torch", "--dtypes", "float64", "--gradients", "--quiet"]) == 0
+    assert "gradients match" in capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    verdicts = {row["config"]: row["gradients"]["verdict"] for row in data["results"]}
+    assert verdicts and set(verdicts.values()) == {"gradients match"}, verdicts
+    html = (out / "index.html").read_text()
+    assert html.count('title="gradients of sum(outputs*G)+sum(h_last*K)') == 1
+    assert len(re.findall(r'<td class="good">match</td>', html)) == len(verdicts), "one gradient cell per row"
+    assert html.count("<tr><th>gradients</th><td>gradients match (under z_on_previous+reset_after; W max abs") == len(verdicts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import baseline
+from ..conversions import conversions_for_matrix
 from ..matrix import DTYPES, Case, run_matrix
 from ..selection import UsageError, output_file
 from . import progress_printer
@@ -16,22 +17,49 @@ def add_parser(commands) -> None:
     parser.add_argument("--path", default=None, help="baseline file (default: reports/baseline.json)")
     parser.add_argument("--allow-new", action="store_true",
                         help="configurations that ran but have no entry are notes, not failures (a new framework)")
+    parser.add_argument("--gradients", action="store_true",
+                        help="also record / check each configuration's gradient verdict (slower)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run)
+
+
+def _measure(args) -> list[dict]:
+    results = run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet))
+    if args.gradients:
+        from ..gradients import attach_gradients
+
+        attach_gradients(results, progress_printer(args.quiet))
+    return [row.to_json() for row in results]
 
 
 def run(args) -> int:
     path = baseline.BASELINE_PATH if args.path is None else args.path
     if args.update:
         target = output_file(path, "--path")
-        rows = [row.to_json() for row in run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet))]
-        print(f"baseline written: {baseline.save(baseline.record(rows), target)}")
+        try:
+            previous = baseline.load(target) if target.exists() else None
+        except baseline.BaselineError:
+            previous = None  # a broken file is replaced, not merged
+        rows = _measure(args)
+        conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet))]
+        kept = baseline.keep_unavailable(previous, rows)
+        written = baseline.save(baseline.record(rows, conversions, kept), target)
+        print(f"baseline written: {written}"
+              + (f" (kept {len(kept)} entries of frameworks unavailable here)" if kept else ""))
         return 0
     try:
         recorded = baseline.load(path)  # a broken file is refused before the matrix runs
     except baseline.BaselineError as error:
         raise UsageError(str(error)) from None
-    rows = [row.to_json() for row in run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet))]
+    rows = _measure(args)
     result = baseline.check(recorded, rows, allow_new=args.allow_new)
+    # The conversion paths whose source configuration the matrix covered (reports/conversions.py).
+    conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet))]
+    covered = {(row["framework"], row["config"]) for row in rows if "unavailable" not in row and row.get("config")}
+    converted = baseline.check_conversions(recorded, conversions, covered, allow_new=args.allow_new)
+    result.failures += converted.failures
+    result.notes += converted.notes
+    result.not_checked += converted.not_checked
+    result.notes.insert(0, f"{converted.compared} conversion-path cell(s) compared")
     print(result.describe())
     return 0 if result.passed else 1

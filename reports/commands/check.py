@@ -27,38 +27,18 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     progress = progress_printer(args.json or args.quiet)
     rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress)
-    gradients = _gradients(rows, progress) if args.gradients else None
+    if args.gradients:
+        from ..gradients import attach_gradients
+
+        attach_gradients(rows, progress)
     if args.json:
-        documents = []
-        for row in rows:
-            document = row.to_json()
-            if gradients is not None and id(row) in gradients:
-                document["gradients"] = gradients[id(row)].to_json()
-            documents.append(document)
-        json.dump(documents, sys.stdout, indent=2)
+        json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
         print()
     else:
-        print(render_table(rows, gradients))
+        print(render_table(rows, gradients=args.gradients))
         print()
         print(render_conventions())
-    failed = [r for r in rows if isinstance(r, ConfigResult) and (r.error or r.matched != r.claimed)]
-    if gradients:
-        failed += [r for r in gradients.values() if r.passed is False or r.error]
+    results = [r for r in rows if isinstance(r, ConfigResult)]
+    failed = [r for r in results if r.error or r.matched != r.claimed]
+    failed += [r for r in results if r.gradients is not None and (r.gradients.passed is False or r.gradients.error)]
     return 1 if failed and args.strict else 0
-
-
-def _gradients(rows, progress) -> dict:
-    """``{id(row): GradientResult}`` for every row that ran, under the convention it was measured to compute."""
-    import adapters
-
-    from ..gradients import compare_gradients
-
-    results = {}
-    for row in rows:
-        if not isinstance(row, ConfigResult) or row.error:
-            continue
-        if progress:
-            progress(f"gradients of {row.config.label} [{row.dtype.name}]")
-        results[id(row)] = compare_gradients(adapters.get(row.framework), row.config, row.dtype, row.case,
-                                             convention=row.matched or row.claimed)
-    return results

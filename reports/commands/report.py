@@ -12,6 +12,9 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("report", help="write the HTML, JSON and Markdown difference report")
     parser.add_argument("--out", default="gru-report", help="output folder (default: gru-report)")
     add_selection_arguments(parser, configs=False)
+    parser.add_argument("--gradients", action="store_true",
+                        help="also compare every configuration's gradients with the reference backward pass (slower: "
+                             "JAX compiles a gradient program per configuration)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run)
 
@@ -21,10 +24,19 @@ def run(args) -> int:
 
     out = output_directory(args.out, "--out")  # before the matrix: a bad place costs no work
     rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress_printer(args.quiet))
-    html_path, json_path = write_report(rows, out)
+    if args.gradients:
+        from ..gradients import attach_gradients
+
+        attach_gradients(rows, progress_printer(args.quiet))
+    # The conversion paths whose source configuration the matrix covered, one configuration per path.
+    from ..conversions import conversions_for_matrix
+    from ..matrix import Case
+
+    conversions = conversions_for_matrix(rows, progress_printer(args.quiet), Case(seed=args.seed))
+    html_path, json_path = write_report(rows, out, conversions=conversions)
     print(render_ecosystem_text(build_ecosystem(rows)))
     print()
-    print(render_table(rows))
+    print(render_table(rows, gradients=args.gradients))
     print()
     print(f"report written: {html_path.resolve()}\n          data: {json_path.resolve()}\n"
           f"       summary: {(out / 'report.md').resolve()}")
