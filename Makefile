@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CONSTRAINTS ?= constraints.txt
+# Extra `gru-equiv report` options, e.g. REPORT_FLAGS=--gradients (what the GitHub workflow passes).
+REPORT_FLAGS ?=
 BENCH := $(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -o python_functions='bench_*'
 
 .PHONY: report test bench bench-smoke check-json clean
@@ -19,13 +21,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/gru-equiv report --out gru-report
+	$(BIN)/gru-equiv report --out gru-report $(REPORT_FLAGS)
 
 check-json: $(STAMP)
 	$(BIN)/gru-equiv check --json
 
+# Two pytest-xdist workers (this project's CI machine has 2 cores); the files that share the matrix
+# measurement are one xdist group, so it is measured once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Timed benchmarks, saved under .benchmarks/ and compared with the previous saved run.
 bench: $(STAMP)

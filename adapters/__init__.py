@@ -53,7 +53,9 @@ def _load(name: str) -> Adapter | AdapterUnavailable:
         return AdapterUnavailable(name, f"{error.name or error} is not installed ({error})")
     except Exception as error:  # a broken install must read as unavailable, not crash the suite
         return AdapterUnavailable(name, f"importing it failed: {type(error).__name__}: {error}")
-    return getattr(module, attribute or "ADAPTER")
+    adapter = getattr(module, attribute or "ADAPTER")
+    reason = adapter.unavailable_reason()
+    return AdapterUnavailable(name, reason) if reason else adapter
 
 
 def get(name: str) -> Adapter:

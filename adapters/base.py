@@ -175,6 +175,11 @@ class Adapter(ABC):
         """Forward pass of ``layer`` on ``x (batch, time, input)``; ``h0 (layers*dirs, batch, hidden)``;
         ``mask (batch, time)`` bool, right-padded."""
 
+    def unavailable_reason(self) -> str | None:
+        """Why this adapter cannot run here although its module imported (one module serving several
+        adapters, each needing another backend); None when it can. The registry lists it unavailable."""
+        return None
+
     def gradients(self, layer: Any, x: np.ndarray, h0: np.ndarray | None, mask: np.ndarray | None,
                   d_outputs: np.ndarray | None, d_h_last: np.ndarray | None):
         """The framework's own gradients of ``sum(outputs * d_outputs) + sum(h_last * d_h_last)``, as a

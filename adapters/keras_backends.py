@@ -242,10 +242,16 @@ class IsolatedKerasAdapter(Adapter):
         self._check_installed()
         isolation.start(self.env, preload=("adapters.keras_layers",))
 
-    def _check_installed(self) -> None:
+    def unavailable_reason(self) -> str | None:
         missing = [p for p in self.backend_packages if importlib.util.find_spec(p) is None]
         if missing:
-            raise RuntimeError(f"{self.name} cannot run: {', '.join(missing)} is not installed")
+            return f"{', '.join(missing)} is not installed (Keras 3's {self.name.removeprefix('keras-')} backend runs on it)"
+        return None
+
+    def _check_installed(self) -> None:
+        reason = self.unavailable_reason()
+        if reason:
+            raise RuntimeError(f"{self.name} cannot run: {reason}")
 
     def _call(self, function: str, *args):
         self._check_installed()

@@ -20,6 +20,7 @@ and then reads each sequence backwards from its own last valid step.
 from __future__ import annotations
 
 import inspect
+import weakref
 import math
 import numbers
 
@@ -140,12 +141,30 @@ def input_projection(x: np.ndarray, p: GRUParams, dtype) -> np.ndarray:
         return (x_rows @ W).reshape(batch, time, 3 * p.hidden_size)
 
 
+def _takes_out(activation) -> bool:
+    """Whether ``activation`` accepts ``out=``; cached per function, since identification calls the reference
+    thousands of times with the same few activations and ``inspect.signature`` costs ~0.2 ms a call."""
+    try:
+        return _TAKES_OUT[activation]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    try:
+        takes = "out" in inspect.signature(activation).parameters
+    except (TypeError, ValueError):  # NumPy ufuncs accept out= but have no signature
+        takes = True
+    try:
+        _TAKES_OUT[activation] = takes
+    except TypeError:
+        pass
+    return takes
+
+
+_TAKES_OUT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _with_out(activation):
     """Let a plain ``f(a) -> array`` serve where the equations pass ``out=``."""
-    try:
-        if "out" in inspect.signature(activation).parameters:
-            return activation
-    except (TypeError, ValueError):  # NumPy ufuncs accept out= but have no signature
+    if _takes_out(activation):
         return activation
 
     def wrapped(a, out=None):

@@ -23,6 +23,8 @@ renamed only when it verifies; an existing file is never replaced without ``forc
 
 from __future__ import annotations
 
+import importlib
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +326,24 @@ def load_user_inputs(path, found: FoundGRU, dtype) -> np.ndarray:
     return x.astype(dtype)
 
 
+# What loading the written file back needs, per target (the port is verified in the target framework).
+TARGET_MODULES = {"torch": ("torch", "[torch]"), "keras": ("keras", "[tensorflow]"), "onnx": ("onnx", "[onnx]")}
+
+
+def _require_target_framework(target: str) -> None:
+    """The target framework imports here, or the port is refused before any work, saying what is missing."""
+    if target not in TARGET_MODULES:
+        return  # check_out_path names the valid targets
+    module, extra = TARGET_MODULES[target]
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # ImportError, or a framework that fails on import (Keras without its backend)
+        raise PortRefused(
+            f"--to {target} writes a file that is verified by loading it in {module}, which cannot be imported here "
+            f"({type(error).__name__}: {error}); install it (pip install -e '.{extra}') or choose another target"
+        ) from None
+
+
 def port_file(source, target: str, out, *, inputs=None, force: bool = False, name: str | None = None,
               dtype=None) -> PortResult:
     """Read, refuse or write, load back and compare. ``FormatError``/``PortRefused`` for what cannot be done.
@@ -332,6 +352,7 @@ def port_file(source, target: str, out, *, inputs=None, force: bool = False, nam
     then run in it too, so the comparison measures the port, not the rounding."""
     if dtype is not None and str(dtype) not in ("float32", "float64"):
         raise PortRefused(f"--dtype {dtype!r} is not supported; valid: float32, float64")
+    _require_target_framework(target)
     out = check_out_path(out, target, force)
     source_format, found = open_file(source)
     found = choose(found, name, source)

@@ -28,6 +28,7 @@ import numpy as np
 
 from reference import Convention
 
+from . import FormatUnavailable
 from .base import FormatError, FoundGRU, find_in_named_arrays
 
 
@@ -167,7 +168,11 @@ def load_keras_model(path: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import adapters
 
-    adapters.get("keras")  # Keras on TensorFlow, in this process (the keras adapter's backend check)
+    try:
+        adapters.get("keras")  # Keras on TensorFlow, in this process (the keras adapter's backend check)
+    except adapters.AdapterUnavailable as unavailable:
+        raise FormatUnavailable("keras", f"reading and confirming a Keras file needs Keras on TensorFlow: "
+                                         f"{unavailable.reason}") from None
     import keras
 
     return keras.saving.load_model(str(path), compile=False, safe_mode=True)
@@ -201,7 +206,7 @@ class KerasFormat:
                 raise FormatError(f"{path}: corrupt zip archive ({error})") from None
         try:
             model = load_keras_model(path)
-        except FormatError:
+        except (FormatError, FormatUnavailable):
             raise
         except Exception as error:
             message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__

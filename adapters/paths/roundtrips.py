@@ -304,30 +304,10 @@ def keras_model_runner(call, config, slots: int, hidden: int, dtype):
 
 
 def keras_model(layer, config, dtype: str):
-    """``adapters.paths.tf2onnx_path.keras_export_model`` (inputs ``x``, ``h0_{slot}`` (and ``mask``), outputs
-    ``outputs`` and ``h_last_{slot}``) with the output ``Identity`` layers in ``dtype`` too: with the default
-    policy they cast a float64 GRU's results to float32 (measured: float64 rows then compute at float32)."""
-    import keras
+    """The source layer(s) in a functional ``keras.Model``: ``adapters.paths.tf2onnx_path.keras_export_model``."""
+    from .tf2onnx_path import keras_export_model
 
-    from .tf2onnx_path import _cell
-
-    subs = layer if isinstance(layer, list) else [layer]
-    directions = 2 if config.bidirectional else 1
-    first_cell = _cell(subs[0])
-    x = keras.Input((None, int(first_cell.kernel.shape[0])), dtype=dtype, name="x")
-    states = [keras.Input((first_cell.units,), dtype=dtype, name=f"h0_{slot}")
-              for slot in range(len(subs) * directions)]
-    mask = keras.Input((None,), dtype="bool", name="mask") if config.masked else None
-    sequence, finals = x, []
-    for index, sub in enumerate(subs):
-        output, *sub_states = sub(sequence, initial_state=states[index * directions : (index + 1) * directions],
-                                  mask=mask)
-        finals += sub_states
-        sequence = output
-    outputs = ([keras.layers.Identity(name="outputs", dtype=dtype)(sequence)] if config.returns_sequences else []) + [
-        keras.layers.Identity(name=f"h_last_{slot}", dtype=dtype)(state) for slot, state in enumerate(finals)
-    ]
-    return keras.Model(inputs=[x, *states] + ([mask] if mask is not None else []), outputs=outputs, name="gru_model")
+    return keras_export_model(layer, config, dtype)
 
 
 class KerasRoundTrip(ConversionPath):

@@ -7,6 +7,7 @@ the suite and ``gru-equiv`` work with any framework missing; child processes inh
 """
 
 import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -20,5 +21,17 @@ class _HiddenFrameworks(importlib.abc.MetaPathFinder):
         return None
 
 
+_real_find_spec = importlib.util.find_spec
+
+
+def _find_spec(name, package=None):
+    # A library probing for an optional dependency (``find_spec("tensorflow") is None``) must see it absent,
+    # as it would if it were not installed, rather than meet the import error of the finder above.
+    if name.partition(".")[0] in _HIDDEN:
+        return None
+    return _real_find_spec(name, package)
+
+
 if _HIDDEN:
     sys.meta_path.insert(0, _HiddenFrameworks())
+    importlib.util.find_spec = _find_spec
