@@ -59,6 +59,8 @@ FINDING_KINDS = {
     "documentation": "computes another formula than documented",
     "precision": "computes at lower precision than requested",
     "failure": "failed, or matches no formula",
+    "gradients": "gradients differ from the reference backward pass",
+    "conversion": "a conversion path changes the GRU (formula, mistake, precision) or fails",
     "unavailable": "framework unavailable here",
 }
 
@@ -353,7 +355,8 @@ def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRo
     common = dict(
         anchor=anchor, framework=result.framework, label=config.label, dtype=result.dtype.name,
         claimed=result.claimed.id, reproduce=result.rerun_command(), shapes=shapes, seed=case.seed,
-        findings=result.findings(), claim_source=claim_source, layout=layout, ecosystem_anchor=eco_anchor,
+        findings=result.findings() + _gradient_findings(result), claim_source=claim_source, layout=layout,
+        ecosystem_anchor=eco_anchor,
         biases=_biases(config.bias_fields), padding=config.padding_semantics,
         gradients=_gradient_text(result),
     )
@@ -388,6 +391,13 @@ def _section(anchor: str, result: ConfigResult, ecosystem: dict[str, EcosystemRo
         chart=_chart(result) if any(kind != "documentation" for kind, _ in result.findings()) else None,
         heatmaps=heatmaps, error=None, **common,
     )
+
+
+def _gradient_findings(result: ConfigResult) -> list[tuple[str, str]]:
+    gradients = result.gradients
+    if gradients is not None and (gradients.passed is False or gradients.error):
+        return [("gradients", gradients.verdict)]
+    return []
 
 
 def _gradient_text(result: ConfigResult) -> str | None:
@@ -485,6 +495,12 @@ def build_report(rows: list[ConfigResult | UnavailableFramework], generated_at: 
         group.rows.append(_matrix_row(anchor, result))
         label = f"{result.config.label} [{result.dtype.name}]"
         findings += [Finding(kind, label, text, anchor) for kind, text in result.findings()]
+        findings += [Finding(kind, label, text, anchor) for kind, text in _gradient_findings(result)]
+    # A conversion cell that is not exact (nor a refusal, which is this project's own port saying why not).
+    for cell in conversions or []:
+        if cell.verdict not in ("exact", "refused", "unavailable"):
+            findings.append(Finding("conversion", f"{cell.path} on {cell.source}: {cell.config} [{cell.dtype}]",
+                                    f"{cell.verdict}: {cell.detail}", cell.anchor))
     for row in rows:
         if isinstance(row, UnavailableFramework):
             groups[row.framework] = MatrixGroup(row.framework, "", unavailable=row.reason)

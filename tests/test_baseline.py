@@ -12,7 +12,7 @@ from reports.cli import main
 
 from .conftest import adapter_or_skip
 
-# One xdist worker measures the matrix (and runs the conversion paths) once for all of these files: see Makefile.
+# One xdist worker measures the matrix once for all the files of this group (conftest.measured; see Makefile).
 pytestmark = pytest.mark.xdist_group("matrix")
 
 

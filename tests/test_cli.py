@@ -11,7 +11,7 @@ from reports.cli import main
 from .conftest import adapter_or_skip, run_console_script
 from .expected_failures import expected_failure
 
-# One xdist worker measures the matrix (and runs the conversion paths) once for all of these files: see Makefile.
+# One xdist worker measures the matrix once for all the files of this group (conftest.measured; see Makefile).
 pytestmark = pytest.mark.xdist_group("matrix")
 
 EXPECTED = {

@@ -26,8 +26,6 @@ from reports.conversions import VERDICTS, convert_cell, run_conversions
 from tests.conftest import adapter_or_skip
 from tests.expected_failures import expected_failure
 
-# One xdist worker measures the matrix (and runs the conversion paths) once for all of these files: see Makefile.
-pytestmark = pytest.mark.xdist_group("matrix")
 
 
 # A verdict other than exact is a deviation of one aspect: "precision" (precision only) or "formula" (formula

@@ -16,7 +16,7 @@ from reports.matrix import DEFAULT_CASE, DTYPES
 from .conftest import adapter_or_skip, measured
 from .expected_failures import expected_failure
 
-# One xdist worker measures the matrix (and runs the conversion paths) once for all of these files: see Makefile.
+# One xdist worker measures the matrix once for all the files of this group (conftest.measured; see Makefile).
 pytestmark = pytest.mark.xdist_group("matrix")
 
 

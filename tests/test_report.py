@@ -4,6 +4,7 @@ framework is missing, produced by ``pytest --gru-report``, and rendered by a rea
 from __future__ import annotations
 
 import contextlib
+from html import unescape
 import io
 import json
 import os
@@ -23,10 +24,14 @@ from reports.matrix import compare_configuration, run_matrix
 from .conftest import adapter_or_skip
 from .fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter
 
-# One xdist worker measures the matrix (and runs the conversion paths) once for all of these files: see Makefile.
+# One xdist worker measures the matrix once for all the files of this group (conftest.measured; see Makefile).
 pytestmark = pytest.mark.xdist_group("matrix")
 
 FIXED_TIME = "2026-01-01T00:00:00+00:00"
+
+
+# exact, failed, precision only, unavailable (where the tools are installed as pinned).
+REPORT_PATHS = ["torch-onnx-script", "keras-tflite", "onnx-float16", "onnx-onnx2torch"]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +44,15 @@ def full_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     stdout, stderr = io.StringIO(), io.StringIO()
     # The measurements are shared with check_json (conftest.measured): what is tested here is the rendering.
+    # The conversion section is rendered from a few paths, one of each verdict: every path's own cell is
+    # tested in tests/test_conversions.py.
+    from reports import conversions
+
+    run_conversions = conversions.run_conversions
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         patch.setattr(matrix, "compare_configuration", measured)
+        patch.setattr(conversions, "run_conversions",
+                      lambda path_ids=None, *args, **kwargs: run_conversions(path_ids or REPORT_PATHS, *args, **kwargs))
         assert main(["report", "--out", str(out)]) == 0
     assert f"report written: {(out / 'index.html').resolve()}" in stdout.getvalue()
     assert "framework configuration" in stdout.getvalue()  # the table is printed too
@@ -265,3 +277,23 @@ def test_report_with_gradients_shows_each_rows_gradient_verdict(tmp_path, capsys
     assert html.count('title="gradients of sum(outputs*G)+sum(h_last*K)') == 1
     assert len(re.findall(r'<td class="good">match</td>', html)) == len(verdicts), "one gradient cell per row"
     assert html.count("<tr><th>gradients</th><td>gradients match (under z_on_previous+reset_after; W max abs") == len(verdicts)
+
+
+def test_report_has_the_conversion_paths_matrix_linked_to_each_cells_details(full_report):
+    """Issue 10's section: source configuration x path, a coloured verdict per cell linking to its details,
+    which hold the command that reruns just that cell; the JSON holds the same cells."""
+    _, data, html = full_report
+    assert '<h2 id="conversions">' in html and '<a href="#conversions">' in html
+    cells = data["conversions"]
+    assert {cell["path"] for cell in cells} == set(REPORT_PATHS), [cell["path"] for cell in cells]
+    section = html[html.index('<h2 id="conversions">'):]
+    for cell in cells:
+        if cell["verdict"] == "unavailable":
+            assert f'id="conv-unavailable-{cell["path"]}"' in section and cell["detail"] in unescape(section)
+            continue
+        link = re.search(r'<td class="v-(\w+)"><a href="#([\w-]+)" title="[^"]*">' + re.escape(cell["verdict"]), section)
+        assert link, (cell["path"], cell["verdict"])
+        details = section[section.index(f'id="{link.group(2)}"'):]
+        details = details[: details.index("</details>")]
+        assert f"gru-equiv convert --paths {cell['path']}" in details and cell["verdict"] in details, details[:300]
+    assert {c["verdict"] for c in cells} >= {"exact", "failed"}, {c["path"]: c["verdict"] for c in cells}

@@ -90,3 +90,29 @@ def test_report_md_carries_the_verdict_and_the_findings_table(tmp_path):
         assert f"| {kind} | [" in markdown, kind
     assert "(index.html#misdocumented-fakegru-float64)" in markdown
     assert (tmp_path / "index.html").exists() and (tmp_path / "report.json").exists()
+
+
+def test_gradient_and_conversion_findings_are_listed_in_the_banner_and_link_to_their_evidence():
+    """A row whose gradients differ and a conversion cell that changed the GRU are findings of their own kinds."""
+    from reports.conversions import ConversionResult
+    from reports.gradients import compare_gradients
+
+    from .fake_adapters import DroppedBiasGradientAdapter
+
+    adapter = DroppedBiasGradientAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="no-c_h-gradient", dropped="c_h")
+    row = _row(adapter)
+    row.gradients = compare_gradients(adapter, row.config, np.float64)
+    exact = ConversionResult("port-a", "a -> b", "tool a", "torch", "nn.GRU", "float32", {"a": "1"}, "exact", "as the source")
+    broken = ConversionResult("tool-b", "a -> onnx", "tool b", "torch", "nn.GRU", "float32", {"b": "2"},
+                              "mistake named", "no convention fits; the best explanation: biases: z<->r")
+    report = build_report([row], FIXED_TIME, conversions=[exact, broken])
+    html = render_html(report)
+    kinds = {f.kind: f for f in report.verdict.findings}
+    assert set(kinds) == {"gradients", "conversion"}, report.verdict.findings
+    assert "gradients differ: c" in kinds["gradients"].text and kinds["gradients"].anchor == "no-c-h-gradient-fakegru-float64"
+    assert kinds["conversion"].label == "tool-b on torch: nn.GRU [float32]" and "biases: z<->r" in kinds["conversion"].text
+    banner = html[html.index('<header id="verdict"') : html.index("</header>")]
+    for finding in report.verdict.findings:
+        assert f'href="#{finding.anchor}"' in banner and finding.anchor in _ids(html), finding
+    assert re.search(r'<details class="config finding" id="no-c-h-gradient-fakegru-float64" open>', html)
+    assert "| conversion |" in render_markdown(report) and "| gradients |" in render_markdown(report)

@@ -23,3 +23,23 @@ def bench_whole_report(benchmark, tmp_path):
     html_path, json_path = benchmark.pedantic(
         lambda: write_report(run_matrix(), tmp_path / "report"), rounds=1, iterations=1)
     assert html_path.exists() and json_path.exists()
+
+
+def bench_whole_conversion_audit(benchmark):
+    """Every conversion path's default cell, uncached (issue 10's target: < 60 s on 2 cores after set-up)."""
+    from reports.conversions import run_conversions
+
+    benchmark.group = "report"
+    rows = benchmark.pedantic(lambda: run_conversions(cache=False), rounds=1, iterations=1)
+    assert rows and all(row.verdict for row in rows)
+    benchmark.extra_info["cells"] = len(rows)
+    benchmark.extra_info["verdicts"] = {verdict: sum(r.verdict == verdict for r in rows) for verdict in {r.verdict for r in rows}}
+
+
+def bench_report_with_every_framework_and_the_conversion_paths(benchmark, tmp_path):
+    """What `make report` runs after set-up: the matrix, the conversion paths, the page (issue 9's target: < 30 s)."""
+    from reports.cli import main
+
+    benchmark.group = "report"
+    code = benchmark.pedantic(lambda: main(["report", "--out", str(tmp_path / "full"), "--quiet"]), rounds=1, iterations=1)
+    assert code == 0
