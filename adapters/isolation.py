@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -78,6 +79,7 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=environment, cwd=root,
         )
         self.used = False
+        self.lock = threading.Lock()  # one request at a time per worker; workers serve callers in parallel
 
     def output(self) -> str:
         self.log.seek(0)
@@ -113,16 +115,25 @@ class _Worker:
             raise WorkerCrashed(target, _describe_exit(code), self.output()) from None
 
     def close(self) -> None:
+        self.begin_close()
+        self.finish_close(time.monotonic() + 10)
+
+    def begin_close(self) -> None:
+        """Ask it to exit: end of input (it returns from its loop); killed if it was never called."""
         if self.process.poll() is None and not self.used:
             # Started ahead of need and never called: do not wait for its preload import to finish.
             self.process.kill()
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def finish_close(self, deadline: float) -> None:
+        try:
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
             self.process.wait()
-        if self.process.poll() is None:
-            try:
-                self.process.stdin.close()
-                self.process.wait(timeout=10)
-            except Exception:
-                self.process.kill()
         self.log.close()
 
 
@@ -142,19 +153,30 @@ def start(env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> N
 
 
 def call(target: str, *args, env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT, **kwargs):
-    """Run ``module:function(*args, **kwargs)`` in the worker for ``env``; see the module docstring."""
+    """Run ``module:function(*args, **kwargs)`` in the worker for ``env``; see the module docstring.
+
+    Thread-safe: calls for one ``env`` take turns in its worker, calls for different ones run at once."""
     key = tuple(sorted((env or {}).items()))
     payload = pickle.dumps((target, args, kwargs))
-    with _LOCK:
-        worker = _WORKERS.get(key)
-        if worker is None or worker.process.poll() is not None:
-            worker = _WORKERS[key] = _Worker(dict(env or {}))
-        try:
-            ok, value, worker_traceback = worker.request(target, payload, timeout)
-        except WorkerCrashed:
-            _WORKERS.pop(key, None)
-            worker.close()
-            raise
+    while True:
+        with _LOCK:
+            worker = _WORKERS.get(key)
+            if worker is None or worker.process.poll() is not None:
+                worker = _WORKERS[key] = _Worker(dict(env or {}))
+        with worker.lock:
+            with _LOCK:
+                current = _WORKERS.get(key) is worker
+            if not current:  # it crashed during another caller's request and was replaced: use the new one
+                continue
+            try:
+                ok, value, worker_traceback = worker.request(target, payload, timeout)
+            except WorkerCrashed:
+                with _LOCK:
+                    if _WORKERS.get(key) is worker:
+                        del _WORKERS[key]
+                worker.close()
+                raise
+        break
     if ok:
         return value
     if isinstance(value, BaseException):
@@ -163,15 +185,23 @@ def call(target: str, *args, env: dict[str, str] | None = None, timeout: float =
     raise RuntimeError(f"{target} failed in the worker: {value}\n{worker_traceback}")
 
 
-def shutdown() -> None:
-    """Stop every worker (also run at exit)."""
+def shutdown(wait: bool = True) -> None:
+    """Stop every worker: all are told at once, then (``wait``) awaited, so their exits (seconds each for
+    a process holding TensorFlow or JAX) overlap instead of adding up. At this process's exit nothing
+    waits: each worker has answered every call and ends on its own once its input closes."""
     with _LOCK:
-        for worker in _WORKERS.values():
-            worker.close()
+        workers = list(_WORKERS.values())
         _WORKERS.clear()
+    for worker in workers:
+        worker.begin_close()
+    if not wait:
+        return
+    deadline = time.monotonic() + 10
+    for worker in workers:
+        worker.finish_close(deadline)
 
 
-atexit.register(shutdown)
+atexit.register(shutdown, wait=False)
 
 
 # ----------------------------------------------------------------- the worker side

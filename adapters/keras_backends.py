@@ -333,7 +333,9 @@ def _share_jax_compilations() -> None:
     compilations by the traced function's identity, and each layer call traces a new one. The same
     program recurs across rows (float32 and float64 without x64, the merge modes' directions, a
     GRU's and an RNN(GRUCell)'s generic loop); JAX's compilation cache, keyed by the program's
-    content, pointed at a directory private to this worker and removed with it, compiles it once.
+    content, compiles it once: in the suite's persistent cache when the command turned it on
+    (``adapters.compilation_cache``: then across runs too), else in a directory private to this worker
+    and removed with it.
     """
     import atexit
     import shutil
@@ -341,6 +343,9 @@ def _share_jax_compilations() -> None:
 
     import jax
 
+    if jax.config.jax_compilation_cache_dir:
+        _COMPILATION_CACHE.append(jax.config.jax_compilation_cache_dir)
+        return
     directory = tempfile.mkdtemp(prefix="gru-equiv-keras-jax-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     jax.config.update("jax_compilation_cache_dir", directory)

@@ -215,9 +215,14 @@ def _scenario(observation: Observation, convention: Convention) -> Scenario:
     return Scenario(observation.layers, convention, observation.x, observation.h0, observation.mask)
 
 
-def _evaluate(observations, structure, convention, mistakes, tolerance_pair) -> tuple[float, bool]:
-    worst, all_passed = 0.0, True
-    applied = set()
+def _hypothesis(observations, structure, convention, mistakes, memo: dict | None) -> list | None:
+    """What the reference gives for each observation under ``convention`` with ``mistakes`` applied, or
+    None when a mistake applies to none of them. ``memo`` keeps it for the next precision rung, which
+    judges the same hypotheses at a coarser tolerance."""
+    key = (convention, tuple(m.name for m in mistakes))
+    if memo is not None and key in memo:
+        return memo[key]
+    expected, applied = [], set()
     for observation in observations:
         scenario = _scenario(observation, convention)
         for mistake in mistakes:
@@ -225,17 +230,28 @@ def _evaluate(observations, structure, convention, mistakes, tolerance_pair) -> 
             if mistake.applies(scenario):
                 scenario = mistake.apply(scenario)
                 applied.add(mistake.name)
-        error, passed = _gap(observation, _expected(scenario, structure), tolerance_pair)
-        worst, all_passed = max(worst, error), all_passed and passed
-    if len(applied) < len(mistakes):
+        expected.append(_expected(scenario, structure))
+    result = expected if len(applied) == len(mistakes) else None
+    if memo is not None:
+        memo[key] = result
+    return result
+
+
+def _evaluate(observations, structure, convention, mistakes, tolerance_pair, memo=None) -> tuple[float, bool]:
+    expected = _hypothesis(observations, structure, convention, mistakes, memo)
+    if expected is None:
         return np.inf, False
+    worst, all_passed = 0.0, True
+    for observation, wanted in zip(observations, expected):
+        error, passed = _gap(observation, wanted, tolerance_pair)
+        worst, all_passed = max(worst, error), all_passed and passed
     return worst, all_passed
 
 
-def _judge(observations, structure, tolerance_pair) -> tuple[dict[Convention, float], list[Convention]]:
+def _judge(observations, structure, tolerance_pair, memo=None) -> tuple[dict[Convention, float], list[Convention]]:
     errors, passing = {}, []
     for convention in Convention.all():
-        error, passed = _evaluate(observations, structure, convention, (), tolerance_pair)
+        error, passed = _evaluate(observations, structure, convention, (), tolerance_pair, memo)
         errors[convention] = error
         if passed:
             passing.append(convention)
@@ -264,12 +280,13 @@ def identify_observations(
     tolerance_pair = tolerance_for(requested)
     requested_tolerance = sum(tolerance_pair)
     computed = requested.name
-    errors, passing = _judge(observations, structure, tolerance_pair)
+    memo: dict = {}  # each hypothesis runs once, however many precision rungs judge it
+    errors, passing = _judge(observations, structure, tolerance_pair, memo)
     if not passing:
         # Coarser precisions, finest first: the NumPy dtypes, then the modelled formats (TF32, float16,
         # bfloat16, int8), each with its own separation rule (reference.precision.separation_for).
         for name, coarse_pair in coarser_precisions(requested, modelled=True):
-            _, coarse_passing = _judge(observations, structure, coarse_pair)
+            _, coarse_passing = _judge(observations, structure, coarse_pair, memo)
             if len(coarse_passing) == 1 and _margin(errors, coarse_passing, sum(coarse_pair)) >= separation_for(name):
                 passing, tolerance_pair, computed = coarse_passing, coarse_pair, name
                 break
@@ -290,7 +307,7 @@ def identify_observations(
     if not passing:
         # A wrong port may also run at lower precision: look for the mistake at each rung, finest first.
         for name, pair in [(requested.name, tolerance_pair), *coarser_precisions(requested)]:
-            result.diagnosis = _diagnose(observations, structure, pair, expected, max_mistakes)
+            result.diagnosis = _diagnose(observations, structure, pair, expected, max_mistakes, memo)
             if result.diagnosis:
                 best = result.diagnosis[0].error
                 result.precision = PrecisionVerdict(requested.name, name, best, requested_tolerance)
@@ -315,7 +332,7 @@ def _explaining_precision(observation: Observation, structure: Structure, conven
     return name, models.get(name)
 
 
-def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes) -> list[Diagnosis]:
+def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes, memo=None) -> list[Diagnosis]:
     conventions = Convention.all()
     for size in range(1, max_mistakes + 1):
         found = []
@@ -324,7 +341,7 @@ def _diagnose(observations, structure, tolerance_pair, expected, max_mistakes) -
             if len(set(blocks)) < len(blocks):
                 continue  # two permutations of the same block compose into a single permutation
             for convention in conventions:
-                error, passed = _evaluate(observations, structure, convention, mistakes, tolerance_pair)
+                error, passed = _evaluate(observations, structure, convention, mistakes, tolerance_pair, memo)
                 if passed:
                     named = mistakes
                     if expected is not None:

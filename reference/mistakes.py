@@ -49,6 +49,11 @@ class Mistake:
     def __str__(self) -> str:
         return self.name
 
+    def __reduce__(self):
+        # Its functions are lambdas, which do not pickle: a catalogued mistake travels by name (results
+        # measured in a worker process come back with their diagnosis).
+        return _catalogued, (self.name,)
+
 
 # --------------------------------------------------------------- gate-block permutations
 
@@ -223,6 +228,10 @@ CATALOGUE: tuple[Mistake, ...] = (
 )
 CONVENTION_MISTAKES = (FLIP_UPDATE, FLIP_RESET)
 BY_NAME = {m.name: m for m in (*CATALOGUE, *CONVENTION_MISTAKES)}
+
+
+def _catalogued(name: str) -> Mistake:
+    return BY_NAME[name]
 
 
 def convention_mistakes(expected: Convention, actual: Convention) -> tuple[Mistake, ...]:

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adapters import compilation_cache
+
+    compilation_cache.enable()  # before any framework import: JAX reads it then (adapters/compilation_cache.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -296,6 +296,18 @@ def conversions_for_matrix(matrix_rows, progress=None, case: Case = DEFAULT_CASE
     return run_conversions(None, "default", None, case, progress, only_sources=covered)
 
 
+def conversions_for_frameworks(frameworks: list[str] | None, progress=None, case: Case = DEFAULT_CASE
+                               ) -> list[ConversionResult]:
+    """The same cells as ``conversions_for_matrix`` for a matrix of every configuration of ``frameworks``
+    (None: all), known before it runs: the report audits the paths while worker processes measure the
+    rest of the matrix (``reports.matrix.run_matrix(alongside=...)``)."""
+    selected = set(frameworks or adapters.REGISTRY)
+    covered = {(path.source, config) for path in paths.status().values()
+               if not isinstance(path, PathUnavailable) and path.source in selected
+               for config in path.source_configs()}
+    return run_conversions(None, "default", None, case, progress, only_sources=covered)
+
+
 @dataclass
 class MatrixLine:
     label: str  # "source: configuration"
@@ -355,5 +367,5 @@ def summary_table(rows: list[ConversionResult]) -> str:
 
 
 __all__ = ["ConversionResult", "ConversionSection", "SOURCE_CHOICES", "VERDICTS", "VERDICT_COLOURS", "conversion_section",
-           "conversions_for_matrix", "convert_cell", "conversions_to_json", "run_conversions", "select_configs",
+           "conversions_for_frameworks", "conversions_for_matrix", "convert_cell", "conversions_to_json", "run_conversions", "select_configs",
            "summary_table"]

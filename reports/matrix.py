@@ -6,7 +6,9 @@ state, and for masked configurations right-padded lengths that differ per sequen
 
 from __future__ import annotations
 
+import os
 import shlex
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -235,17 +237,25 @@ class UnavailableFramework:
         return {"framework": self.framework, "unavailable": self.reason}
 
 
-def run_matrix(
-    frameworks: list[str] | None = None,
-    dtypes=DTYPES,
-    case: Case = DEFAULT_CASE,
-    configs: list[str] | None = None,
-    progress=None,
-) -> list[ConfigResult | UnavailableFramework]:
-    """Every selected configuration x dtype; a framework that cannot load becomes one row with its reason."""
+# Measured in this process even when other lanes run in workers: the conversion audit's sources and
+# tools import these frameworks here anyway (torch, TensorFlow, ONNX Runtime), so no import is paid twice.
+IN_PROCESS = ("torch", "keras", "tf-legacy", "onnxruntime", "torch-cuda")
+# The rest are shared out slowest first (as measured on 2 cores), so whichever lane frees up last is
+# left a short one; frameworks not named here follow in registry order.
+SLOWEST_FIRST = ("keras-jax", "onnx-reference", "keras-torch", "flax", "paddle")
+LANE_TIMEOUT_S = 3600.0
+
+
+def default_jobs() -> int:
+    """Lanes for ``run_matrix``: one per core, at most 2 (beyond that the frameworks' imports dominate)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _measure_lane(frameworks, dtypes, case, configs, progress, gradients):
+    """Rows of ``frameworks`` measured in this process, and the ``configs`` names none of them has."""
     rows: list[ConfigResult | UnavailableFramework] = []
     unknown_names = set(configs or ())
-    for name in frameworks or list(adapters.REGISTRY):
+    for name in frameworks:
         try:
             adapter = adapters.get(name)
         except AdapterUnavailable as unavailable:
@@ -265,6 +275,99 @@ def run_matrix(
                     failed = ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), case)
                     failed.error = f"{type(error).__name__}: {error}"
                     rows.append(failed)
+    if gradients:
+        from .gradients import attach_gradients
+
+        attach_gradients(rows, progress)
+    return rows, unknown_names
+
+
+def _lane_in_worker(frameworks, dtypes, case, configs, gradients):
+    """The worker side of a background lane (``adapters.isolation`` calls it by name)."""
+    return _measure_lane(frameworks, dtypes, case, configs, None, gradients)
+
+
+class _SharedFrameworks:
+    """Frameworks not yet measured, taken one at a time by the worker lanes and, once its own share is
+    done, by this process: whoever is free takes the next, so no lane idles while another has a queue."""
+
+    def __init__(self, names: list[str], dtypes, case, configs, gradients):
+        rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+        self.pending = sorted(names, key=lambda name: rank.get(name, len(rank)))
+        self.measured: dict[str, tuple] = {}
+        self.lock = threading.Lock()
+        self.arguments = (tuple(dtypes), case, configs, gradients)
+
+    def take(self) -> str | None:
+        with self.lock:
+            return self.pending.pop(0) if self.pending else None
+
+    def in_worker(self, index: int) -> None:
+        from adapters import isolation
+
+        while (name := self.take()) is not None:
+            try:
+                self.measured[name] = isolation.call(
+                    "reports.matrix:_lane_in_worker", [name], *self.arguments,
+                    env={"GRU_EQUIV_MATRIX_LANE": str(index)}, timeout=LANE_TIMEOUT_S,
+                )
+            except isolation.WorkerCrashed as crash:  # the next framework gets a new worker
+                self.measured[name] = ([UnavailableFramework(name, f"the worker process measuring it {crash.status}")],
+                                       set(self.arguments[2] or ()))
+            except BaseException as error:  # handed to the caller by ``here``
+                self.measured[name] = error
+
+    def here(self, progress) -> None:
+        dtypes, case, configs, gradients = self.arguments
+        while (name := self.take()) is not None:
+            self.measured[name] = _measure_lane([name], dtypes, case, configs, progress, gradients)
+
+
+def run_matrix(
+    frameworks: list[str] | None = None,
+    dtypes=DTYPES,
+    case: Case = DEFAULT_CASE,
+    configs: list[str] | None = None,
+    progress=None,
+    *,
+    gradients: bool = False,
+    jobs: int = 1,
+    alongside=None,
+) -> list[ConfigResult | UnavailableFramework]:
+    """Every selected configuration x dtype; a framework that cannot load becomes one row with its reason.
+
+    ``jobs`` > 1 measures the frameworks outside ``IN_PROCESS`` in that many - 1 worker processes
+    (``adapters.isolation``) while this process measures its own share, then joins in on what is
+    left: the same rows, in registry order, in about half the time on two cores. ``alongside()`` runs
+    in this process after its share, while the workers go on (the report runs the conversion audit
+    there). ``gradients``: also compare every row's gradients (``reports.gradients``), in the lane that
+    measured it.
+    """
+    frameworks = list(frameworks or adapters.REGISTRY)
+    local = [name for name in frameworks if jobs <= 1 or name in IN_PROCESS]
+    shared = _SharedFrameworks([name for name in frameworks if name not in local], dtypes, case, configs, gradients)
+    lanes = []
+    if len(shared.pending) > (0 if local or alongside else 1):  # a worker for the only work would only add its start
+        lanes = [threading.Thread(target=shared.in_worker, args=(index,), name=f"gru-equiv lane {index}", daemon=True)
+                 for index in range(1, jobs)]
+        for lane in lanes:
+            lane.start()
+        if progress:
+            progress(f"{', '.join(shared.pending)} in {len(lanes)} worker process(es), alongside this one")
+    rows, unknown_names = _measure_lane(local, dtypes, case, configs, progress, gradients)
+    if alongside is not None:
+        alongside()
+    shared.here(progress)
+    for lane in lanes:
+        lane.join()
+    for name, outcome in shared.measured.items():
+        if isinstance(outcome, BaseException):
+            raise outcome
+        lane_rows, lane_unknown = outcome
+        rows += lane_rows
+        unknown_names &= lane_unknown
+    order = {name: index for index, name in enumerate(frameworks)}
+    rows.sort(key=lambda row: order[row.framework])  # stable: each framework's rows keep their order
     if unknown_names:
         unavailable = [r.framework for r in rows if isinstance(r, UnavailableFramework)]
         hint = f" (unavailable, so not searched: {', '.join(unavailable)})" if unavailable else ""

@@ -39,6 +39,17 @@ def seed(text: str) -> int:
     return value
 
 
+def positive_integer(text: str) -> int:
+    """argparse ``type=`` for counts such as ``--jobs``."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a count of 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count; give 1 or more")
+    return value
+
+
 def parse_dtypes(names: list[str]) -> tuple[np.dtype, ...]:
     valid = {d.name: d for d in DTYPES}
     unknown = [name for name in names if name not in valid]
@@ -84,12 +95,14 @@ def run_selection(
     dtype_names: list[str],
     probe_seed: int,
     progress=None,
+    **options,
 ) -> list[ConfigResult | UnavailableFramework]:
-    """Check the names, run the matrix, and refuse a selection that ran no configuration."""
+    """Check the names, run the matrix (``options``: ``run_matrix``'s ``gradients``, ``jobs``,
+    ``alongside``), and refuse a selection that ran no configuration."""
     frameworks = check_frameworks(frameworks)
     dtypes = parse_dtypes(dtype_names)
     check_configs(frameworks, configs)
-    rows = run_matrix(frameworks, dtypes, Case(seed=probe_seed), configs, progress)
+    rows = run_matrix(frameworks, dtypes, Case(seed=probe_seed), configs, progress, **options)
     if not any(isinstance(row, ConfigResult) for row in rows):
         reasons = "; ".join(f"{row.framework}: {row.reason}" for row in rows if isinstance(row, UnavailableFramework))
         raise UsageError(f"the selection ran no configuration ({reasons or 'nothing selected'}); "

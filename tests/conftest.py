@@ -14,7 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import adapters
+from adapters import compilation_cache
+
+compilation_cache.enable()  # as the CLI does, before any test imports JAX: compiled programs are reused across runs
+
+import adapters  # noqa: E402
 
 pytest_plugins = ["reports.pytest_plugin", "pytester"]
 
@@ -93,5 +97,6 @@ def check_json():
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
         patch.setattr(matrix, "compare_configuration", measured)
-        assert main(["check", "--json"]) == 0
+        # One process (--jobs 1): worker processes would measure without this memo.
+        assert main(["check", "--json", "--jobs", "1"]) == 0
     return json.loads(stdout.getvalue())

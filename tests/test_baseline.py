@@ -105,8 +105,8 @@ def test_baseline_cli_update_then_check_and_a_tampered_file_fails(tmp_path, caps
 
     real_run_matrix = command.run_matrix
     # The CLI wiring, on two configurations: the whole matrix is covered by the tests above.
-    monkeypatch.setattr(command, "run_matrix", lambda frameworks, dtypes, case, configs, progress: real_run_matrix(
-        ["torch"], dtypes, case, ["nn.GRUCell", "nn.GRU(bias=False)"], progress))
+    monkeypatch.setattr(command, "run_matrix", lambda frameworks, dtypes, case, configs, progress, **options: real_run_matrix(
+        ["torch"], dtypes, case, ["nn.GRUCell", "nn.GRU(bias=False)"], progress, **options))
     path = tmp_path / "baseline.json"
     assert main(["baseline", "--update", "--path", str(path), "--quiet"]) == 0
     recorded = json.loads(path.read_text())

@@ -53,7 +53,7 @@ def full_report(tmp_path_factory):
         patch.setattr(matrix, "compare_configuration", measured)
         patch.setattr(conversions, "run_conversions",
                       lambda path_ids=None, *args, **kwargs: run_conversions(path_ids or REPORT_PATHS, *args, **kwargs))
-        assert main(["report", "--out", str(out)]) == 0
+        assert main(["report", "--out", str(out), "--jobs", "1"]) == 0  # one process: workers would not share the memo
     assert f"report written: {(out / 'index.html').resolve()}" in stdout.getvalue()
     assert "framework configuration" in stdout.getvalue()  # the table is printed too
     assert "running " in stderr.getvalue()  # progress while it runs

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from ..matrix import DTYPES
-from ..selection import seed
+from ..matrix import DTYPES, default_jobs
+from ..selection import positive_integer, seed
 
 COMMANDS = ("check", "identify", "report", "baseline", "list")
 
@@ -29,3 +29,9 @@ def add_selection_arguments(parser, frameworks: bool = True, configs: bool = Tru
     parser.add_argument("--dtypes", nargs="+", default=[d.name for d in DTYPES], metavar="DTYPE",
                         help=f"subset of: {', '.join(d.name for d in DTYPES)}")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the probe parameters and inputs (0 to 4294967295)")
+
+
+def add_jobs_argument(parser) -> None:
+    parser.add_argument("--jobs", type=positive_integer, default=default_jobs(), metavar="N",
+                        help="processes measuring the matrix at once (default: %(default)s here, one per core up to 2; "
+                             "1 measures everything in this process)")

@@ -6,7 +6,7 @@ from .. import baseline
 from ..conversions import conversions_for_matrix
 from ..matrix import DTYPES, Case, run_matrix
 from ..selection import UsageError, output_file
-from . import progress_printer
+from . import add_jobs_argument, progress_printer
 
 
 def add_parser(commands) -> None:
@@ -20,15 +20,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--gradients", action="store_true",
                         help="also record / check each configuration's gradient verdict (slower)")
     parser.add_argument("--quiet", action="store_true")
+    add_jobs_argument(parser)
     parser.set_defaults(run=run)
 
 
 def _measure(args) -> list[dict]:
-    results = run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet))
-    if args.gradients:
-        from ..gradients import attach_gradients
-
-        attach_gradients(results, progress_printer(args.quiet))
+    results = run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet),
+                         gradients=args.gradients, jobs=args.jobs)
     return [row.to_json() for row in results]
 
 

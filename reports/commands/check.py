@@ -8,7 +8,7 @@ import sys
 from ..matrix import ConfigResult
 from ..selection import run_selection
 from ..table import render_conventions, render_table
-from . import add_selection_arguments, progress_printer
+from . import add_jobs_argument, add_selection_arguments, progress_printer
 
 
 def add_parser(commands) -> None:
@@ -21,16 +21,14 @@ def add_parser(commands) -> None:
     parser.add_argument("--gradients", action="store_true",
                         help="also compare each configuration's gradients with the reference backward pass, under the "
                              "convention it was measured to compute (the documented one when none matched)")
+    add_jobs_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     progress = progress_printer(args.json or args.quiet)
-    rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress)
-    if args.gradients:
-        from ..gradients import attach_gradients
-
-        attach_gradients(rows, progress)
+    rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress,
+                         gradients=args.gradients, jobs=args.jobs)
     if args.json:
         json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
         print()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..ecosystem import build_ecosystem, render_ecosystem_text
 from ..selection import output_directory, run_selection
 from ..table import render_table
-from . import add_selection_arguments, progress_printer
+from . import add_jobs_argument, add_selection_arguments, progress_printer
 
 
 def add_parser(commands) -> None:
@@ -16,6 +16,7 @@ def add_parser(commands) -> None:
                         help="also compare every configuration's gradients with the reference backward pass (slower: "
                              "JAX compiles a gradient program per configuration)")
     parser.add_argument("--quiet", action="store_true")
+    add_jobs_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -23,16 +24,19 @@ def run(args) -> int:
     from ..html import write_report
 
     out = output_directory(args.out, "--out")  # before the matrix: a bad place costs no work
-    rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress_printer(args.quiet))
-    if args.gradients:
-        from ..gradients import attach_gradients
-
-        attach_gradients(rows, progress_printer(args.quiet))
-    # The conversion paths whose source configuration the matrix covered, one configuration per path.
-    from ..conversions import conversions_for_matrix
+    progress = progress_printer(args.quiet)
+    # The conversion paths whose source configurations the matrix covers, one configuration per path, audited
+    # in this process while worker processes finish the matrix (reports.conversions).
+    from ..conversions import conversions_for_frameworks
     from ..matrix import Case
 
-    conversions = conversions_for_matrix(rows, progress_printer(args.quiet), Case(seed=args.seed))
+    conversions = []
+
+    def audit_conversions():
+        conversions.extend(conversions_for_frameworks(args.frameworks, progress, Case(seed=args.seed)))
+
+    rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress,
+                         gradients=args.gradients, jobs=args.jobs, alongside=audit_conversions)
     html_path, json_path = write_report(rows, out, conversions=conversions)
     print(render_ecosystem_text(build_ecosystem(rows)))
     print()
