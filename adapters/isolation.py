@@ -192,6 +192,10 @@ def shutdown(wait: bool = True) -> None:
     with _LOCK:
         workers = list(_WORKERS.values())
         _WORKERS.clear()
+    close_all(workers, wait)
+
+
+def close_all(workers, wait: bool = True) -> None:
     for worker in workers:
         worker.begin_close()
     if not wait:

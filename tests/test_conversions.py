@@ -277,3 +277,20 @@ def test_baseline_check_of_conversions_new_and_missing_cells(recorded_cell):
     assert any("did not run" in f for f in missing.failures), missing.describe()
     unselected = baseline.check_conversions(recorded, [], covered=set())
     assert unselected.passed and any("not selected" in n for n in unselected.notes), unselected.describe()
+
+
+def test_onnx2tf_leaves_this_processs_environment_as_it_was(monkeypatch):
+    """onnx2tf sets TF_USE_LEGACY_KERAS=1 when imported (onnx2tf/onnx2tf.py:25); the audit must not pass that on to
+    every later use of TensorFlow's lazy Keras names in the same process (the report runs both)."""
+    import os
+    import sys
+
+    pytest.importorskip("onnx2tf", exc_type=ImportError)
+    from adapters.paths import onnx2tf_path
+
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    for name in ("onnx2tf", "onnx2tf.onnx2tf"):  # imported afresh: that import is what sets it
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    onnx2tf_path._import_onnx2tf()
+    assert "onnx2tf.onnx2tf" in sys.modules, "the import did run"
+    assert "TF_USE_LEGACY_KERAS" not in os.environ

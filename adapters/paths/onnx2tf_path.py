@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def tf_model_account(model) -> dict:
             "inputs": [t.name for t in model.inputs], "outputs": [t.name for t in model.outputs]}
 
 
+def _import_onnx2tf():
+    """``onnx2tf``, without the side effect of its import on this process: it sets
+    ``os.environ["TF_USE_LEGACY_KERAS"] = "1"`` (``onnx2tf/onnx2tf.py:25``), which would switch every later
+    first use of TensorFlow's lazy Keras names (``tf.compat.v1.nn.rnn_cell.GRUCell``, ...) to Keras 2."""
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import onnx2tf
+    finally:
+        if before is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = before
+    return onnx2tf
+
+
 class Onnx2TfPath(ConversionPath):
     id = "onnx-onnx2tf"
     title = "onnx2tf.convert(ONNX GRU) -> TensorFlow (tf_keras model)"
@@ -68,8 +84,9 @@ class Onnx2TfPath(ConversionPath):
 
     def versions(self) -> dict[str, str]:
         import onnx
-        import onnx2tf
         import tensorflow as tf
+
+        onnx2tf = _import_onnx2tf()
 
         return {"onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__, "onnx": onnx.__version__}
 
@@ -78,7 +95,8 @@ class Onnx2TfPath(ConversionPath):
 
     def convert(self, layer, config, dtype, workdir: Path) -> Converted:
         import onnx
-        import onnx2tf
+
+        onnx2tf = _import_onnx2tf()
 
         source_path = workdir / "source.onnx"
         onnx.save(layer.model, str(source_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from reports.html import write_report
 from reports.matrix import compare_configuration, run_matrix
@@ -18,10 +19,13 @@ def bench_identify_one_configuration(benchmark):
     assert result.matched == config.claimed
 
 
-def bench_whole_report(benchmark, tmp_path):
-    benchmark.group = "report"
+@pytest.mark.parametrize("jobs", [1, 2], ids=["one process", "two lanes"])
+def bench_matrix_of_every_framework(benchmark, tmp_path, jobs):
+    """The framework matrix and its page, in one process and in two lanes side by side (``--jobs``; JAX's
+    compilation cache as the tests set it: warm after the first run on a machine)."""
+    benchmark.group = "matrix"
     html_path, json_path = benchmark.pedantic(
-        lambda: write_report(run_matrix(), tmp_path / "report"), rounds=1, iterations=1)
+        lambda: write_report(run_matrix(jobs=jobs), tmp_path / "report"), rounds=1, iterations=1)
     assert html_path.exists() and json_path.exists()
 
 

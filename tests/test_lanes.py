@@ -1,0 +1,173 @@
+"""The matrix in lanes (``reports.matrix.run_matrix(jobs=...)``), the worker pool under it, JAX's
+compilation cache, and what must cross a process boundary (a diagnosis names catalogued mistakes)."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters import compilation_cache, isolation
+from reference.identify import Diagnosis
+from reference.mistakes import BY_NAME, CATALOGUE
+from reports import matrix
+
+from .conftest import adapter_or_skip
+
+# onnxruntime runs in this process (IN_PROCESS), onnx-reference in a lane's worker or, when it is free first,
+# here: either way the rows must be the ones one process measures.
+LANE_CONFIGS = ["GRU", "GRU(linear_before_reset=1)", "GRU(clip=0.75)"]
+
+
+def _json(rows):
+    return [row.to_json() for row in rows]
+
+
+def test_two_lanes_measure_the_same_rows_as_one_process_each_framework_once(monkeypatch):
+    adapter_or_skip("onnxruntime")
+    adapter_or_skip("onnx-reference")
+    frameworks = ["onnxruntime", "onnx-reference"]
+    dtypes = (np.dtype(np.float32), np.dtype(np.float64))
+    alone = matrix.run_matrix(frameworks, dtypes, configs=LANE_CONFIGS, jobs=1)
+
+    sent, real_call = [], isolation.call
+
+    def spy(target, *args, **kwargs):
+        if target == "reports.matrix:_lane_in_worker":
+            sent.append(args[0])
+        return real_call(target, *args, **kwargs)
+
+    here, real_measure = [], matrix._measure_lane
+
+    def measured_here(names, *args, **kwargs):
+        here.extend(names)
+        return real_measure(names, *args, **kwargs)
+
+    monkeypatch.setattr(isolation, "call", spy)
+    monkeypatch.setattr(matrix, "_measure_lane", measured_here)
+    laned = matrix.run_matrix(frameworks, dtypes, configs=LANE_CONFIGS, jobs=2)
+    assert _json(laned) == _json(alone)
+    assert [row.framework for row in laned] == [row.framework for row in alone], "registry order is kept"
+    in_workers = [name for names in sent for name in names]
+    assert "onnxruntime" in here and "onnxruntime" not in in_workers, "IN_PROCESS frameworks are measured here"
+    assert sorted(here + in_workers) == sorted(frameworks), (here, in_workers)
+
+
+def test_a_configuration_name_is_unknown_only_if_no_lane_has_it():
+    adapter_or_skip("onnxruntime")
+    adapter_or_skip("onnx-reference")
+    only_onnxruntime = "GRU(activations=['Softsign', 'Softplus'])"
+    rows = matrix.run_matrix(["onnxruntime", "onnx-reference"], (np.dtype(np.float32),), configs=[only_onnxruntime],
+                             jobs=2)
+    assert [(row.framework, row.config.name) for row in rows] == [("onnxruntime", only_onnxruntime)]
+    with pytest.raises(ValueError, match=r"unknown configuration\(s\) \['GRU\(nothing\)'\]"):
+        matrix.run_matrix(["onnxruntime", "onnx-reference"], (np.dtype(np.float32),), configs=["GRU", "GRU(nothing)"],
+                          jobs=2)
+
+
+def test_a_lane_whose_worker_dies_reports_its_framework_with_the_reason(monkeypatch):
+    def crash(target, *args, **kwargs):
+        raise isolation.WorkerCrashed(target, "was killed by signal SIGSEGV (11)", "")
+
+    monkeypatch.setattr(isolation, "call", crash)
+    shared = matrix._SharedFrameworks(["flax", "paddle"], matrix.DTYPES, matrix.DEFAULT_CASE, None, False)
+    shared.in_worker(1)
+    assert shared.pending == []
+    for name in ("flax", "paddle"):
+        (row,), unknown = shared.measured[name]
+        assert isinstance(row, matrix.UnavailableFramework) and row.framework == name
+        assert row.reason == "the worker process measuring it was killed by signal SIGSEGV (11)"
+
+
+def test_the_shared_queue_starts_with_the_slowest_frameworks():
+    shared = matrix._SharedFrameworks(["haiku", "paddle", "keras-jax", "flax"], matrix.DTYPES, matrix.DEFAULT_CASE,
+                                      None, False)
+    assert shared.pending == ["keras-jax", "flax", "paddle", "haiku"]
+
+
+def wait_for(path: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if Path(path).exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
+
+
+def test_workers_of_different_environments_serve_callers_at_the_same_time(tmp_path):
+    """One worker waits for a file that only the other worker's call creates: serialised calls would
+    leave the first waiting until its timeout and return False."""
+    signal_file = tmp_path / "created by the second worker"
+    waited = {}
+
+    def first():
+        waited["seen"] = isolation.call(f"{__name__}:wait_for", str(signal_file), 60.0,
+                                        env={"GRU_EQUIV_TEST": "parallel callers, first"})
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.5)  # let the first call reach its worker (it holds only that worker)
+    isolation.call(f"{__name__}:touch", str(signal_file), env={"GRU_EQUIV_TEST": "parallel callers, second"})
+    thread.join(90)
+    assert waited.get("seen") is True
+
+
+def test_closing_tells_every_worker_to_exit_at_once_and_can_wait_for_them():
+    envs = [{"GRU_EQUIV_TEST": f"shutdown {index}"} for index in range(2)]
+    pids = [isolation.call("os:getpid", env=env) for env in envs]
+    with isolation._LOCK:  # shutdown() closes every worker this way; the other tests' workers stay warm
+        workers = [isolation._WORKERS.pop(tuple(sorted(env.items()))) for env in envs]
+    assert len(set(pids)) == 2
+    isolation.close_all(workers)
+    assert [worker.process.returncode for worker in workers] == [0, 0]
+    assert isolation.call("os:getpid", env=envs[0]) not in pids, "the next call starts a new worker"
+
+
+def test_a_diagnosis_crosses_a_process_boundary_naming_the_same_mistakes():
+    for mistake in CATALOGUE:
+        assert pickle.loads(pickle.dumps(mistake)) is mistake
+    diagnosis = Diagnosis(matrix.Convention("z_on_previous", "after"), (BY_NAME["mask ignored"],), 1e-7)
+    again = pickle.loads(pickle.dumps(diagnosis))
+    assert again.mistakes == diagnosis.mistakes and again.to_json() == diagnosis.to_json()
+
+
+@pytest.fixture
+def clean_cache_environment(monkeypatch):
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                 "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", compilation_cache.CACHE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)  # this process's JAX keeps its configuration
+    return monkeypatch
+
+
+def test_the_compilation_cache_goes_where_asked_and_the_users_own_setting_wins(clean_cache_environment, tmp_path):
+    import os
+
+    monkeypatch = clean_cache_environment
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache.enable() == tmp_path / "gru-equiv" / "jax"
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "gru-equiv" / "jax")
+    assert os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+
+    monkeypatch.setenv(compilation_cache.CACHE_ENV, str(tmp_path / "chosen"))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/the/users/own")
+    assert compilation_cache.enable() == tmp_path / "chosen"
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == "/the/users/own"
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "none", "0", ""])
+def test_the_compilation_cache_can_be_turned_off(clean_cache_environment, value):
+    import os
+
+    clean_cache_environment.setenv(compilation_cache.CACHE_ENV, value)
+    assert compilation_cache.enable() is None
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
