@@ -21,7 +21,8 @@ def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: boo
             lines.append((row.framework, "-", "-", "unavailable", "-", row.reason, "-"))
             continue
         if row.error:
-            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error, "-"))
+            # Its first line: a crash report's tail (many lines) would break the table; the JSON and the page keep it all.
+            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error.splitlines()[0], "-"))
             continue
         matched = row.matched
         best, best_diff = row.ranked()[0]

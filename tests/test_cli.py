@@ -143,3 +143,24 @@ def test_list_names_every_configuration(capsys):
             assert all(repr(c.name) in out for c in adapter.configurations())
 
 
+
+
+def test_a_crash_report_in_the_table_is_one_line_the_json_keeps_it_whole():
+    """A worker's crash report (signal, then the framework's own many-line tail) must not break the printed table."""
+    import numpy as np
+
+    from reports.matrix import DEFAULT_CASE, ConfigResult
+    from reports.table import render_table
+
+    from .fake_adapters import ReferenceBackedAdapter
+
+    from reference import Convention
+
+    adapter = ReferenceBackedAdapter(Convention("z_on_previous", "after"), Convention("z_on_previous", "after"))
+    (config,) = adapter.configurations()[:1]
+    row = ConfigResult(adapter.name, config, np.dtype(np.float32), adapter.versions(), DEFAULT_CASE)
+    row.error = "WorkerCrashed: the worker process was killed by signal SIGSEGV (11); its last output:\nFatalError: x\nC++ call chain"
+    table = render_table([row])
+    assert len(table.splitlines()) == 3, table  # header, rule, one row
+    assert "killed by signal SIGSEGV (11)" in table and "FatalError" not in table
+    assert row.to_json()["error"] == row.error
