@@ -164,3 +164,11 @@ def test_a_crash_report_in_the_table_is_one_line_the_json_keeps_it_whole():
     assert len(table.splitlines()) == 3, table  # header, rule, one row
     assert "killed by signal SIGSEGV (11)" in table and "FatalError" not in table
     assert row.to_json()["error"] == row.error
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_jobs_count_is_one_line_exit_2_before_any_work(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--jobs", value, "--quiet"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--jobs" in err and "give" in err and "Traceback" not in err, err
