@@ -178,12 +178,14 @@ class Observation:
 
 
 def _expected(scenario: Scenario, structure: Structure):
+    options = dict(scenario.reference_options)
+    if scenario.gate_activation is not sigmoid:
+        options["gate_activation"] = scenario.gate_activation
     outputs, h_last = gru_stack(
         scenario.x, [list(layer) for layer in scenario.layers], scenario.convention, h0=scenario.h0,
         mask=scenario.mask, merge=structure.merge, masked_output=structure.masked_output,
         reverse=structure.reverse != scenario.reverse if len(scenario.layers[0]) == 1 else False,
-        **{**dict(structure.reference_options), **({"gate_activation": scenario.gate_activation}
-                                                    if scenario.gate_activation is not sigmoid else {})},
+        **options,
     )
     if scenario.outputs_reversed:
         outputs = outputs[:, ::-1]
@@ -211,8 +213,9 @@ def _gap(observation: Observation, expected, tolerance_pair) -> tuple[float, boo
     return max(gaps), passed
 
 
-def _scenario(observation: Observation, convention: Convention) -> Scenario:
-    return Scenario(observation.layers, convention, observation.x, observation.h0, observation.mask)
+def _scenario(observation: Observation, convention: Convention, structure: Structure) -> Scenario:
+    return Scenario(observation.layers, convention, observation.x, observation.h0, observation.mask,
+                    reference_options=structure.reference_options)
 
 
 def _hypothesis(observations, structure, convention, mistakes, memo: dict | None) -> list | None:
@@ -224,7 +227,7 @@ def _hypothesis(observations, structure, convention, mistakes, memo: dict | None
         return memo[key]
     expected, applied = [], set()
     for observation in observations:
-        scenario = _scenario(observation, convention)
+        scenario = _scenario(observation, convention, structure)
         for mistake in mistakes:
             # A mistake may show in only some calls (an ignored mask needs a masked call).
             if mistake.applies(scenario):

@@ -31,6 +31,8 @@ class Scenario:
     reverse: bool = False
     gate_activation: Callable = sigmoid
     outputs_reversed: bool = False
+    # Extra keyword arguments of gru_stack the configuration asks for (its activations and clip).
+    reference_options: tuple = ()
 
     def map_params(self, change: Callable[[GRUParams], GRUParams]) -> "Scenario":
         return replace(self, layers=tuple(tuple(change(p) for p in layer) for layer in self.layers))
@@ -219,6 +221,13 @@ CATALOGUE: tuple[Mistake, ...] = (
             "pass the sequence lengths or mask (PyTorch pack_padded_sequence; Keras mask= or a Masking layer; "
             "ONNX sequence_lens)",
             lambda s: replace(s, mask=None), applies=lambda s: s.mask is not None and not s.mask.all()),
+    Mistake("activations and clip ignored",
+            "the configured gate and candidate activations, their alpha/beta and the clip are not applied: the "
+            "default GRU runs instead (sigmoid gates, tanh candidate, no clip)",
+            "run the model where these are implemented (ONNX: activations, activation_alpha, activation_beta and "
+            "clip are GRU attributes that onnx.reference's evaluator ignores and onnxruntime applies; Keras: "
+            "activation= and recurrent_activation=), or rebuild it with the default activations",
+            lambda s: replace(s, reference_options=()), applies=lambda s: bool(s.reference_options)),
     Mistake("hard sigmoid gates (Keras 2)", "z and r use clip(0.2 a + 0.5, 0, 1) instead of sigmoid",
             "use recurrent_activation='sigmoid' (Keras 2's GRU defaulted to hard_sigmoid)",
             lambda s: replace(s, gate_activation=keras2_hard_sigmoid)),

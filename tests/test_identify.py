@@ -166,6 +166,49 @@ def test_hard_sigmoid_gates_are_diagnosed(gate, name):
     assert [m.name for m in result.diagnosis[0].mistakes] == [name], result.describe()
 
 
+def _observe(params: GRUParams, outputs_and_state) -> "Observation":
+    from reference.identify import Observation
+
+    probe = design_probe(I, H, seed=0)
+    outputs, h_last = outputs_and_state(params, probe.x, probe.h0)
+    return Observation(((params,),), probe.x, probe.h0[None], None, outputs, np.asarray(h_last)[None])
+
+
+@pytest.fixture
+def onnx_style_structure():
+    from reference import activations
+    from reference.identify import Structure
+
+    options = (("gate_activation", activations.onnx_activation("HardSigmoid", 0.25, 0.375)),
+               ("candidate_activation", activations.onnx_activation("Affine", 0.5, 0.125)), ("clip", 0.75))
+    return Structure(reference_options=options)
+
+
+def test_activations_and_clip_left_out_are_diagnosed(onnx_style_structure):
+    """A stock torch.nn.GRU (sigmoid, tanh, no clip) where ONNX-style activations and a clip were asked for:
+    what onnx.reference's evaluator computes for such a graph."""
+    adapter_or_skip("torch")
+    from reference.identify import identify_observations
+
+    probe = design_probe(I, H, seed=0)
+    plain = _torch_port(mask=False)
+    observation = _observe(probe.params, plain)
+    result = identify_observations([observation], np.float64, onnx_style_structure, expected=PREVIOUS_AFTER)
+    assert result.matched is None, result.describe()
+    assert [m.name for m in result.diagnosis[0].mistakes] == ["activations and clip ignored"], result.describe()
+    assert result.diagnosis[0].error < 1e-12, result.describe()
+
+
+def test_activations_and_clip_applied_raise_no_diagnosis(onnx_style_structure):
+    from reference.identify import identify_observations
+
+    options = dict(onnx_style_structure.reference_options)
+    applied = _observe(design_probe(I, H, seed=0).params,
+                       lambda params, x, h0: gru(x, params, PREVIOUS_AFTER, h0=h0, **options))
+    result = identify_observations([applied], np.float64, onnx_style_structure, expected=PREVIOUS_AFTER)
+    assert result.matched == PREVIOUS_AFTER and not result.diagnosis, result.describe()
+
+
 @pytest.mark.parametrize("computes,names", [
     (Convention("z_on_candidate", "after"), ["update weighting flipped"]),
     (PREVIOUS_BEFORE, ["reset placement flipped"]),
