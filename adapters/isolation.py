@@ -16,6 +16,12 @@ Outcomes, each distinct:
   with the exit status or signal and the tail of what the worker printed; the next call starts a
   new worker.
 
+A worker hosts its own environment: a call for an environment that the calling process was itself
+started with as a worker (every variable the same) runs right there, since such a process already
+is what a new worker would be. The matrix's background lane uses this to measure ``keras-jax`` in
+the lane itself (``reports.matrix``); an empty environment is never hosted, so code isolated only
+to contain a crash always gets its own process.
+
 The protocol is length-prefixed pickles over the worker's stdin/stdout, between this package and
 a child it started itself (nothing untrusted is unpickled). The worker moves the framework's own
 prints off the protocol channel onto stderr, which goes to a temporary file read back for crash reports.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import json
 import os
 import pickle
 import select
@@ -37,6 +44,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 _HEADER = struct.Struct("!Q")
 DEFAULT_TIMEOUT = 300.0
@@ -72,7 +80,7 @@ class _Worker:
     def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()):
         self.log = tempfile.TemporaryFile(mode="w+b")
         root = str(Path(__file__).resolve().parent.parent)
-        environment = {**os.environ, **env, _PRELOAD: ",".join(preload)}
+        environment = {**os.environ, **env, _PRELOAD: ",".join(preload), _HOSTED: json.dumps(env)}
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (root, environment.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "adapters.isolation"],
@@ -140,11 +148,31 @@ class _Worker:
 _WORKERS: dict[tuple, _Worker] = {}
 _LOCK = threading.Lock()
 _PRELOAD = "GRU_EQUIV_WORKER_PRELOAD"
+_HOSTED = "GRU_EQUIV_WORKER_ENV"  # in a worker: the environment it was started for (JSON)
+
+
+def hosts(env: dict[str, str] | None) -> bool:
+    """Whether this process is a worker started with every variable of ``env`` (non-empty) as given:
+    then calls for ``env`` run here, in the process a new worker would only duplicate."""
+    if not env:
+        return False
+    try:
+        started_with = json.loads(os.environ.get(_HOSTED, "{}"))
+    except ValueError:
+        return False
+    return isinstance(started_with, dict) and all(started_with.get(key) == value for key, value in env.items())
+
+
+def _run_here(target: str, args, kwargs):
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(*args, **kwargs)
 
 
 def start(env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> None:
     """Start the worker for ``env`` now, importing ``preload`` modules in the background, so a slow
     framework import overlaps with other work instead of delaying the first ``call``."""
+    if hosts(env):
+        return
     key = tuple(sorted((env or {}).items()))
     with _LOCK:
         worker = _WORKERS.get(key)
@@ -156,6 +184,8 @@ def call(target: str, *args, env: dict[str, str] | None = None, timeout: float =
     """Run ``module:function(*args, **kwargs)`` in the worker for ``env``; see the module docstring.
 
     Thread-safe: calls for one ``env`` take turns in its worker, calls for different ones run at once."""
+    if hosts(env):
+        return _run_here(target, args, kwargs)
     key = tuple(sorted((env or {}).items()))
     payload = pickle.dumps((target, args, kwargs))
     while True:
@@ -228,9 +258,7 @@ def _serve() -> None:
         (size,) = _HEADER.unpack(header)
         target, args, kwargs = pickle.loads(requests.read(size))
         try:
-            module_name, function_name = target.split(":")
-            function = getattr(importlib.import_module(module_name), function_name)
-            reply = (True, function(*args, **kwargs), "")
+            reply = (True, _run_here(target, args, kwargs), "")
         except BaseException as error:  # everything goes back to the caller; the worker keeps serving
             text = traceback.format_exc()
             try:
@@ -245,5 +273,22 @@ def _serve() -> None:
         replies.flush()
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End this process now: run its ``atexit`` hooks and flush the standard streams, then skip the
+    interpreter's teardown. In a process holding TensorFlow, torch or JAX that teardown takes seconds
+    (5.5 s after ``gru-equiv report`` here, all of it in native code: the hooks took 0.04 s) and does
+    nothing anyone needs, since every file is written and closed by then and workers end when their
+    input closes. For the ``gru-equiv`` command (``reports.cli.entry``) and for workers, never for a
+    library caller."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (| head), or a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
     _serve()
+    exit_without_teardown(0)

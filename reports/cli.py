@@ -15,7 +15,7 @@ A bad argument is one line on stderr, ``gru-equiv: ...``, and exit status 2, bef
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import NoReturn
 
 from .commands import baseline, check, identify, listing, report
 from .commands import inspect as inspect_command, port as port_command
@@ -43,5 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"gru-equiv: {error}\n")
 
 
+def entry() -> NoReturn:
+    """The ``gru-equiv`` command: ``main``, then an exit that skips the frameworks' teardown
+    (``adapters.isolation.exit_without_teardown``: seconds after a report). Tests call ``main``."""
+    from adapters.isolation import exit_without_teardown
+
+    try:
+        code = main()
+    except SystemExit as stop:
+        if not isinstance(stop.code, int):
+            raise
+        code = stop.code
+    exit_without_teardown(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -238,12 +238,29 @@ class UnavailableFramework:
 
 
 # Measured in this process even when other lanes run in workers: the conversion audit's sources and
-# tools import these frameworks here anyway (torch, TensorFlow, ONNX Runtime), so no import is paid twice.
-IN_PROCESS = ("torch", "keras", "tf-legacy", "onnxruntime", "torch-cuda")
-# The rest are shared out slowest first (as measured on 2 cores), so whichever lane frees up last is
-# left a short one; frameworks not named here follow in registry order.
-SLOWEST_FIRST = ("keras-jax", "onnx-reference", "keras-torch", "flax", "paddle")
+# tools import torch and TensorFlow here anyway (seconds each), so no such import is paid twice. ONNX
+# Runtime imports in a fraction of a second and goes to the workers, which this process's share (with
+# the audit) outlasts otherwise.
+IN_PROCESS = ("torch", "keras", "tf-legacy", "torch-cuda")
+# The rest are shared out slowest first (as measured on 2 cores, imports included), so whichever lane
+# frees up last is left a short one; frameworks not named here follow in registry order.
+SLOWEST_FIRST = ("keras-torch", "keras-jax", "flax", "paddle", "onnxruntime", "onnx-reference")
 LANE_TIMEOUT_S = 3600.0
+
+
+def _lane_environment(index: int) -> dict[str, str]:
+    """A background lane's worker environment: also keras-jax's, when it can run, so the lane hosts it
+    (``adapters.isolation.hosts``) and measures it in the process that imports JAX for flax, haiku and
+    equinox anyway, instead of starting one more process that imports JAX and Keras again. The
+    ``keras`` adapter, which needs Keras on TensorFlow, is always measured in this process (IN_PROCESS)."""
+    environment = {"GRU_EQUIV_MATRIX_LANE": str(index)}
+    try:
+        from adapters.keras_backends import JAX_ADAPTER
+    except ImportError:  # Keras is not installed: nothing to host
+        return environment
+    if JAX_ADAPTER.unavailable_reason() is None:
+        environment.update(JAX_ADAPTER.env)
+    return environment
 
 
 def default_jobs() -> int:
@@ -288,8 +305,9 @@ def _lane_in_worker(frameworks, dtypes, case, configs, gradients):
 
 
 class _SharedFrameworks:
-    """Frameworks not yet measured, taken one at a time by the worker lanes and, once its own share is
-    done, by this process: whoever is free takes the next, so no lane idles while another has a queue."""
+    """Frameworks not yet measured, taken one at a time by the worker lanes (slowest first) and, once its
+    own share is done, by this process (shortest first): whoever is free takes one, so no lane idles
+    while another has a queue."""
 
     def __init__(self, names: list[str], dtypes, case, configs, gradients):
         rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
@@ -298,9 +316,9 @@ class _SharedFrameworks:
         self.lock = threading.Lock()
         self.arguments = (tuple(dtypes), case, configs, gradients)
 
-    def take(self) -> str | None:
+    def take(self, shortest: bool = False) -> str | None:
         with self.lock:
-            return self.pending.pop(0) if self.pending else None
+            return self.pending.pop(-1 if shortest else 0) if self.pending else None
 
     def in_worker(self, index: int) -> None:
         from adapters import isolation
@@ -309,7 +327,7 @@ class _SharedFrameworks:
             try:
                 self.measured[name] = isolation.call(
                     "reports.matrix:_lane_in_worker", [name], *self.arguments,
-                    env={"GRU_EQUIV_MATRIX_LANE": str(index)}, timeout=LANE_TIMEOUT_S,
+                    env=_lane_environment(index), timeout=LANE_TIMEOUT_S,
                 )
             except isolation.WorkerCrashed as crash:  # the next framework gets a new worker
                 self.measured[name] = ([UnavailableFramework(name, f"the worker process measuring it {crash.status}")],
@@ -319,7 +337,8 @@ class _SharedFrameworks:
 
     def here(self, progress) -> None:
         dtypes, case, configs, gradients = self.arguments
-        while (name := self.take()) is not None:
+        # From the short end: the slow ones stay with the workers, whose environment hosts some of them.
+        while (name := self.take(shortest=True)) is not None:
             self.measured[name] = _measure_lane([name], dtypes, case, configs, progress, gradients)
 
 

@@ -19,8 +19,9 @@ from reports import matrix
 
 from .conftest import adapter_or_skip
 
-# onnxruntime runs in this process (IN_PROCESS), onnx-reference in a lane's worker or, when it is free first,
-# here: either way the rows must be the ones one process measures.
+# onnxruntime stands for the frameworks measured in this process (IN_PROCESS, set so in the test), onnx-reference
+# runs in a lane's worker or, when this process is free first, here: either way the rows must be the ones one
+# process measures.
 LANE_CONFIGS = ["GRU", "GRU(linear_before_reset=1)", "GRU(clip=0.75)"]
 
 
@@ -50,6 +51,7 @@ def test_two_lanes_measure_the_same_rows_as_one_process_each_framework_once(monk
 
     monkeypatch.setattr(isolation, "call", spy)
     monkeypatch.setattr(matrix, "_measure_lane", measured_here)
+    monkeypatch.setattr(matrix, "IN_PROCESS", ("onnxruntime",))
     laned = matrix.run_matrix(frameworks, dtypes, configs=LANE_CONFIGS, jobs=2)
     assert _json(laned) == _json(alone)
     assert [row.framework for row in laned] == [row.framework for row in alone], "registry order is kept"
@@ -85,9 +87,83 @@ def test_a_lane_whose_worker_dies_reports_its_framework_with_the_reason(monkeypa
 
 
 def test_the_shared_queue_starts_with_the_slowest_frameworks():
-    shared = matrix._SharedFrameworks(["haiku", "paddle", "keras-jax", "flax"], matrix.DTYPES, matrix.DEFAULT_CASE,
-                                      None, False)
-    assert shared.pending == ["keras-jax", "flax", "paddle", "haiku"]
+    shared = matrix._SharedFrameworks(["haiku", "onnx-reference", "paddle", "keras-jax", "flax", "keras-torch"],
+                                      matrix.DTYPES, matrix.DEFAULT_CASE, None, False)
+    assert shared.pending == ["keras-torch", "keras-jax", "flax", "paddle", "onnx-reference", "haiku"]
+
+
+def calls_from_a_worker(env: dict) -> tuple[int, int]:
+    """This worker's pid, and the pid that answers its own call for ``env``."""
+    import os
+
+    return os.getpid(), isolation.call("os:getpid", env=env)
+
+
+@pytest.mark.parametrize("inner, hosted", [
+    ({"GRU_EQUIV_TEST": "host", "GRU_EQUIV_TEST_2": "yes"}, True),  # the very environment it was started with
+    ({"GRU_EQUIV_TEST": "host"}, True),  # part of it
+    ({"GRU_EQUIV_TEST": "another"}, False),  # a variable set otherwise
+    ({}, False),  # isolated only to contain a crash: always its own process
+], ids=["same", "subset", "different", "empty"])
+def test_a_worker_runs_calls_for_its_own_environment_itself(inner, hosted):
+    outer = {"GRU_EQUIV_TEST": "host", "GRU_EQUIV_TEST_2": "yes"}
+    worker_pid, answered_by = isolation.call(f"{__name__}:calls_from_a_worker", inner, env=outer)
+    assert (answered_by == worker_pid) == hosted, (worker_pid, answered_by, inner)
+
+
+def register_exit_marker(path: str) -> int:
+    """Register an ``atexit`` hook in this worker that writes ``path``; returns the worker's pid."""
+    import atexit
+    import os
+
+    atexit.register(Path(path).write_text, "the worker's atexit hooks ran")
+    return os.getpid()
+
+
+def test_a_worker_runs_its_exit_hooks_and_ends_cleanly_when_its_input_closes(tmp_path):
+    marker = tmp_path / "marker"
+    env = {"GRU_EQUIV_TEST": "exit hooks"}
+    isolation.call(f"{__name__}:register_exit_marker", str(marker), env=env)
+    with isolation._LOCK:
+        worker = isolation._WORKERS.pop(tuple(sorted(env.items())))
+    worker.close()
+    assert worker.process.returncode == 0
+    assert marker.read_text() == "the worker's atexit hooks ran"
+
+
+def test_exiting_without_teardown_keeps_the_status_the_output_and_the_exit_hooks(tmp_path):
+    import subprocess
+
+    marker = tmp_path / "marker"
+    program = (f"import atexit, pathlib, sys; from adapters.isolation import exit_without_teardown; "
+               f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran'); "
+               f"print('to stdout', end=''); print('to stderr', end='', file=sys.stderr); exit_without_teardown(3)")
+    completed = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                               cwd=Path(__file__).resolve().parent.parent)
+    assert (completed.returncode, completed.stdout, completed.stderr) == (3, "to stdout", "to stderr"), completed
+    assert marker.read_text() == "ran"
+
+
+def test_this_process_hosts_nothing_and_a_bad_record_hosts_nothing(monkeypatch):
+    assert not isolation.hosts({"GRU_EQUIV_TEST": "host"})
+    monkeypatch.setenv(isolation._HOSTED, "not json")
+    assert not isolation.hosts({"GRU_EQUIV_TEST": "host"})
+    monkeypatch.setenv(isolation._HOSTED, '{"GRU_EQUIV_TEST": "host"}')
+    assert isolation.hosts({"GRU_EQUIV_TEST": "host"}) and not isolation.hosts({})
+
+
+def test_the_background_lane_hosts_keras_jax_when_it_can_run():
+    environment = matrix._lane_environment(1)
+    assert environment["GRU_EQUIV_MATRIX_LANE"] == "1"
+    try:
+        from adapters.keras_backends import JAX_ADAPTER
+    except ImportError:
+        assert set(environment) == {"GRU_EQUIV_MATRIX_LANE"}
+        return
+    if JAX_ADAPTER.unavailable_reason() is None:
+        assert environment.items() >= JAX_ADAPTER.env.items(), environment
+    else:
+        assert set(environment) == {"GRU_EQUIV_MATRIX_LANE"}
 
 
 def wait_for(path: str, timeout_s: float) -> bool:
