@@ -60,18 +60,38 @@ def run_console_script(*args: str, timeout: int = 600) -> subprocess.CompletedPr
 
 
 _MEASURED: dict = {}
+_MATRIX_MEASURED: list = []
+
+
+def _measure_the_matrix_in_lanes() -> None:
+    """Fill the memo with the whole default matrix at once, measured as ``gru-equiv check`` measures it:
+    in lanes (``reports.matrix.run_matrix``, ``default_jobs()``), the frameworks outside IN_PROCESS in a
+    worker process while this one measures its own. A row the lanes could not give (a framework whose lane
+    worker died) is measured here when a test asks for it."""
+    from reports import matrix
+
+    if _MATRIX_MEASURED:
+        return
+    _MATRIX_MEASURED.append(True)
+    for row in matrix.run_matrix(None, matrix.DTYPES, matrix.DEFAULT_CASE, jobs=matrix.default_jobs()):
+        if isinstance(row, matrix.ConfigResult):
+            _MEASURED.setdefault((row.framework, row.config.name, row.dtype.name, row.case), row)
 
 
 def measured(adapter: adapters.Adapter, config, dtype, case=None):
     """``reports.matrix.compare_configuration``, once per session for each registered adapter's
     configuration, dtype and probe: the framework templates and the ``check --json`` run share one
-    measurement instead of running the matrix twice. Fake adapters (not the registry's) are never cached."""
+    measurement instead of running the matrix twice; the default probe's matrix is measured in lanes on
+    first use. A configuration that failed is its row with ``error`` set, as ``check`` reports it. Fake
+    adapters (not the registry's) are never cached."""
     from reports import matrix
 
     case = case or matrix.DEFAULT_CASE
     if adapters.status().get(adapter.name) is not adapter:
         return _ORIGINAL_COMPARE(adapter, config, dtype, case)
     key = (adapter.name, config.name, np.dtype(dtype).name, case)
+    if key not in _MEASURED and case == matrix.DEFAULT_CASE:
+        _measure_the_matrix_in_lanes()
     if key not in _MEASURED:
         _MEASURED[key] = _ORIGINAL_COMPARE(adapter, config, dtype, case)
     return _MEASURED[key]
@@ -90,13 +110,14 @@ _ORIGINAL_COMPARE = _original_compare()
 def check_json():
     """One run of ``gru-equiv check --json`` over the whole matrix (in-process: the same code as the
     console script, whose installation ``test_cli`` checks separately, without a second framework import),
-    sharing its measurements with the framework templates (``measured``)."""
+    sharing its measurements with the framework templates (``measured``: the matrix measured in lanes once)."""
     from reports import matrix
     from reports.cli import main
 
+    _measure_the_matrix_in_lanes()
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
         patch.setattr(matrix, "compare_configuration", measured)
-        # One process (--jobs 1): worker processes would measure without this memo.
+        # --jobs 1: this process renders every row from the memo (worker processes would measure again).
         assert main(["check", "--json", "--jobs", "1"]) == 0
     return json.loads(stdout.getvalue())

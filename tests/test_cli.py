@@ -174,13 +174,10 @@ def test_a_bad_jobs_count_is_one_line_exit_2_before_any_work(value, capsys):
     assert info.value.code == 2 and "--jobs" in err and "give" in err and "Traceback" not in err, err
 
 
-def test_the_command_exits_with_its_status_and_all_its_output_without_the_frameworks_teardown(capsys):
-    """``gru-equiv`` ends through ``adapters.isolation.exit_without_teardown``: what it printed and its exit
-    status must be exactly those of ``main``, for a normal end and for a usage error."""
-    listed = run_console_script("list", timeout=300)
-    assert listed.returncode == 0, listed.stderr
-    assert main(["list"]) == 0
-    assert listed.stdout == capsys.readouterr().out
+def test_the_command_ends_with_the_status_and_output_of_main(capsys):
+    """``gru-equiv`` ends through ``adapters.isolation.exit_without_teardown``; a usage error must still print
+    exactly what ``main`` prints, with its status. (Normal ends through it print tables and JSON that the
+    console-script tests here and in test_hidden_frameworks.py read back whole.)"""
     refused = run_console_script("check", "--jobs", "0", timeout=300)
     with pytest.raises(SystemExit) as stopped:
         main(["check", "--jobs", "0"])

@@ -122,7 +122,13 @@ def test_report_is_written_when_a_framework_is_missing(monkeypatch, tmp_path):
     assert json.loads(json_path.read_text())["unavailable"][0]["framework"] == "missing"
 
 
+# Frameworks measured in the test process itself (no worker process to start for this one test).
+SESSION_FRAMEWORKS = ("torch", "keras", "tf-legacy")
+
+
 def test_pytest_gru_report_option_writes_the_sessions_comparisons(pytester):
+    if not [a for a in adapters.available() if a.name in SESSION_FRAMEWORKS]:
+        pytest.skip(f"none of {SESSION_FRAMEWORKS} is installed")
     pytester.makepyfile(test_port="""
         import numpy as np
         import adapters
@@ -130,18 +136,22 @@ def test_pytest_gru_report_option_writes_the_sessions_comparisons(pytester):
 
         def test_cells(gru_comparisons):
             for adapter in adapters.available():
+                if adapter.name not in %r:
+                    continue
                 for config in adapter.configurations():
                     if "GRUCell" in config.name:
                         result = compare_configuration(adapter, config, np.float64)
                         gru_comparisons.append(result)
                         assert result.matched == config.claimed
-    """)
+    """ % (SESSION_FRAMEWORKS,))
     out = pytester.path / "session-report"
     outcome = pytester.runpytest_inprocess("-p", "reports.pytest_plugin", f"--gru-report={out}")
     outcome.assert_outcomes(passed=1)
     data = json.loads((out / "report.json").read_text())
     configs = sorted(r["config"] for r in data["results"])
-    expected = sorted(c.name for a in adapters.available() for c in a.configurations() if "GRUCell" in c.name)
+    expected = sorted(c.name for a in adapters.available() if a.name in SESSION_FRAMEWORKS
+                      for c in a.configurations() if "GRUCell" in c.name)
+    assert expected, "the session must have measured something"
     assert configs == expected and all(r["dtype"] == "float64" for r in data["results"])
     assert (out / "index.html").exists()
     outcome.stdout.fnmatch_lines(["*GRU report of * comparison(s) written*"])
