@@ -37,20 +37,19 @@ def enable() -> Path | None:
     directory = cache_directory()
     if directory is None:
         return None
+    # name: (value unless the user set it, how JAX's option takes it). JAX caches only programs that took
+    # over a second to compile by default; each of ours takes less, and together they are most of a JAX
+    # configuration's time.
     settings = {
-        "JAX_COMPILATION_CACHE_DIR": str,
-        # JAX caches only programs that took over a second to compile by default; each of ours takes less,
-        # and together they are most of a JAX configuration's time.
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": float,
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": int,
+        "JAX_COMPILATION_CACHE_DIR": (str(directory), str),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("0", float),
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": ("0", int),
     }
-    defaults = {"JAX_COMPILATION_CACHE_DIR": str(directory), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    for name, value in defaults.items():
+    for name, (value, _) in settings.items():
         os.environ.setdefault(name, value)
     if "jax" in sys.modules:  # imported already: its options were read at import, so set them too
         import jax
 
-        for name, kind in settings.items():
+        for name, (_, kind) in settings.items():
             jax.config.update(name.lower(), kind(os.environ[name]))
     return directory

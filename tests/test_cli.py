@@ -143,8 +143,6 @@ def test_list_names_every_configuration(capsys):
             assert all(repr(c.name) in out for c in adapter.configurations())
 
 
-
-
 def test_a_crash_report_in_the_table_is_one_line_the_json_keeps_it_whole():
     """A worker's crash report (signal, then the framework's own many-line tail) must not break the printed table."""
     import numpy as np
@@ -152,9 +150,9 @@ def test_a_crash_report_in_the_table_is_one_line_the_json_keeps_it_whole():
     from reports.matrix import DEFAULT_CASE, ConfigResult
     from reports.table import render_table
 
-    from .fake_adapters import ReferenceBackedAdapter
-
     from reference import Convention
+
+    from .fake_adapters import ReferenceBackedAdapter
 
     adapter = ReferenceBackedAdapter(Convention("z_on_previous", "after"), Convention("z_on_previous", "after"))
     (config,) = adapter.configurations()[:1]

@@ -15,7 +15,7 @@ import pytest
 
 from reference import Convention, GRUParams, gru
 from reference.compare import SEPARATION_FACTOR
-from reference.identify import Probe, design_probe, identify
+from reference.identify import Observation, Probe, Structure, design_probe, identify, identify_observations
 
 from .conftest import adapter_or_skip
 
@@ -166,18 +166,16 @@ def test_hard_sigmoid_gates_are_diagnosed(gate, name):
     assert [m.name for m in result.diagnosis[0].mistakes] == [name], result.describe()
 
 
-def _observe(params: GRUParams, outputs_and_state) -> "Observation":
-    from reference.identify import Observation
-
+def _observe(forward) -> Observation:
+    """What ``forward(params, x, h0)`` returns on the designed probe, as one observation."""
     probe = design_probe(I, H, seed=0)
-    outputs, h_last = outputs_and_state(params, probe.x, probe.h0)
-    return Observation(((params,),), probe.x, probe.h0[None], None, outputs, np.asarray(h_last)[None])
+    outputs, h_last = forward(probe.params, probe.x, probe.h0)
+    return Observation(((probe.params,),), probe.x, probe.h0[None], None, outputs, np.asarray(h_last)[None])
 
 
 @pytest.fixture
 def onnx_style_structure():
     from reference import activations
-    from reference.identify import Structure
 
     options = (("gate_activation", activations.onnx_activation("HardSigmoid", 0.25, 0.375)),
                ("candidate_activation", activations.onnx_activation("Affine", 0.5, 0.125)), ("clip", 0.75))
@@ -188,11 +186,7 @@ def test_activations_and_clip_left_out_are_diagnosed(onnx_style_structure):
     """A stock torch.nn.GRU (sigmoid, tanh, no clip) where ONNX-style activations and a clip were asked for:
     what onnx.reference's evaluator computes for such a graph."""
     adapter_or_skip("torch")
-    from reference.identify import identify_observations
-
-    probe = design_probe(I, H, seed=0)
-    plain = _torch_port(mask=False)
-    observation = _observe(probe.params, plain)
+    observation = _observe(_torch_port(mask=False))
     result = identify_observations([observation], np.float64, onnx_style_structure, expected=PREVIOUS_AFTER)
     assert result.matched is None, result.describe()
     assert [m.name for m in result.diagnosis[0].mistakes] == ["activations and clip ignored"], result.describe()
@@ -200,11 +194,8 @@ def test_activations_and_clip_left_out_are_diagnosed(onnx_style_structure):
 
 
 def test_activations_and_clip_applied_raise_no_diagnosis(onnx_style_structure):
-    from reference.identify import identify_observations
-
     options = dict(onnx_style_structure.reference_options)
-    applied = _observe(design_probe(I, H, seed=0).params,
-                       lambda params, x, h0: gru(x, params, PREVIOUS_AFTER, h0=h0, **options))
+    applied = _observe(lambda params, x, h0: gru(x, params, PREVIOUS_AFTER, h0=h0, **options))
     result = identify_observations([applied], np.float64, onnx_style_structure, expected=PREVIOUS_AFTER)
     assert result.matched == PREVIOUS_AFTER and not result.diagnosis, result.describe()
 
