@@ -5,6 +5,12 @@ defaults to False; ``jnp.asarray`` of a float64 array then returns float32 with 
 A user who asks for float64 without that flag silently gets float32, so the adapters run each
 class twice: under JAX's defaults (what users get; a float64 request shows as a precision finding)
 and, in configurations marked ``x64=True``, inside ``jax.enable_x64(True)``, which restores float64.
+
+Where JAX runs also matters: "by default, JAX leans toward speed: float32 dot products may be computed
+with reduced-precision arithmetic internally (bfloat16 on TPU, TF32 on recent GPUs)" (JAX's "Matmul
+precision" page, docs.jax.dev/en/latest/201/precision.html; ``jax_default_matmul_precision`` chooses
+otherwise). Whether a given dot is rounded is XLA's choice per program, so ``versions()`` names the
+device and the measurement, not an assumption, says which rows were rounded.
 """
 
 from __future__ import annotations
@@ -32,9 +38,16 @@ def as_jax(array, dtype, x64: bool):
 
 
 def versions() -> dict[str, str]:
+    """The versions, and where JAX computes: a GPU may round float32 matmuls to TF32 where a CPU does not."""
     import jaxlib
 
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "device": device()}
+
+
+def device() -> str:
+    """``"cpu"``, or the backend and the chip (``"gpu: NVIDIA H200"``) JAX runs the adapters' programs on."""
+    backend = jax.default_backend()
+    return backend if backend == "cpu" else f"{backend}: {jax.devices()[0].device_kind}"
 
 
 # ----------------------------------------------------------------- gradients through jax.grad
