@@ -76,9 +76,14 @@ def test_the_adapter_is_unavailable_with_a_reason_when_flax_is_missing(monkeypat
     assert "pip install flax" in loaded.reason
 
 
-def test_versions_name_flax_jax_and_jaxlib(flax_adapter):
+def test_versions_name_flax_jax_jaxlib_and_the_device(flax_adapter):
+    """The device is part of the answer: JAX on a GPU may round float32 products to TF32 (jax_common)."""
     versions = flax_adapter.versions()
-    assert set(versions) == {"flax", "jax", "jaxlib"}, versions
+    assert set(versions) == {"flax", "jax", "jaxlib", "device"}, versions
+    import jax
+
+    backend = jax.default_backend()
+    assert versions["device"] == "cpu" if backend == "cpu" else versions["device"].startswith(f"{backend}: "), versions
 
 
 def test_every_class_has_a_default_row_and_an_x64_row(flax_adapter):
