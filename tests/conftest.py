@@ -20,7 +20,7 @@ compilation_cache.enable()  # as the CLI does, before any test imports JAX: comp
 
 import adapters  # noqa: E402
 
-pytest_plugins = ["reports.pytest_plugin", "pytester"]
+pytest_plugins = ["reports.pytest_plugin", "pytester", "tests.xdist_exit"]
 
 
 def pytest_report_header(config):

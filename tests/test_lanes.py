@@ -247,3 +247,27 @@ def test_the_compilation_cache_can_be_turned_off(clean_cache_environment, value)
     clean_cache_environment.setenv(compilation_cache.CACHE_ENV, value)
     assert compilation_cache.enable() is None
     assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+
+def test_an_xdist_worker_ends_at_once_yet_its_results_exit_status_and_exit_hooks_stand(pytester, monkeypatch):
+    """``tests/xdist_exit.py`` ends each worker in its last hook: the controller still gets every outcome and
+    the failing exit status, and the worker's ``atexit`` hooks still run, but before the interpreter's own
+    shutdown, which would first join every non-daemon thread (a thread still waiting is alive in the hook)."""
+    hooks = pytester.path / "worker-atexit"
+    pytester.makepyfile(test_two=f"""
+        import atexit, os, pathlib, threading
+
+        def test_passes():
+            waiting = threading.Thread(target=threading.Event().wait, args=(2.0,))  # non-daemon: shutdown joins it
+            waiting.start()
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            atexit.register(lambda: pathlib.Path({str(hooks)!r}).write_text(f"{{worker}} {{waiting.is_alive()}}"))
+
+        def test_fails():
+            assert 1 == 2
+    """)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    result = pytester.runpytest_subprocess("-n", "1", "-p", "tests.xdist_exit", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == 1, result.stdout.str()
+    assert hooks.read_text() == "gw0 True", "the worker went through the interpreter's shutdown"
