@@ -14,6 +14,13 @@ BENCH := $(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -
 
 .PHONY: report test bench bench-smoke check-json clean
 
+# Cache bytecode even where the environment says not to (PYTHONDONTWRITEBYTECODE=1, as on this project's
+# CI machine): every process of a run (pytest's workers, gru-equiv's lanes, the CLI subprocesses the tests
+# start) otherwise compiles this repository's modules again and pytest re-rewrites every test module.
+# Measured here: collecting the tests takes 21 s with the cache and 24-25 s without. The caches are
+# __pycache__ folders, which git ignores.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
