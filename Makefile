@@ -34,7 +34,8 @@ check-json: $(STAMP)
 	$(BIN)/gru-equiv check --json
 
 # Two pytest-xdist workers (this project's CI machine has 2 cores); the files that share the matrix
-# measurement are one xdist group, so it is measured once. TEST_WORKERS=0 runs in one process.
+# measurement are one xdist group, so it is measured once, and the tests that call the keras-torch, keras-jax
+# and paddle worker processes are another, so each starts once. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup

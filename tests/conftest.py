@@ -59,6 +59,10 @@ def run_console_script(*args: str, timeout: int = 600) -> subprocess.CompletedPr
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
 
 
+# The xdist group of the tests that call the keras-torch, keras-jax and paddle workers: one pytest worker
+# runs them all, so each of those framework processes is started (seconds of imports) once, not per worker.
+ISOLATED_BACKENDS = "isolated-backends"
+
 _MEASURED: dict = {}
 _MATRIX_MEASURED: list = []
 

@@ -23,9 +23,8 @@ import adapters.paths as paths
 from adapters.paths import ConversionFailed, ConversionPath, ConversionRefused, Converted
 from reference import gru_stack
 from reports.conversions import VERDICTS, convert_cell, run_conversions
-from tests.conftest import adapter_or_skip
+from tests.conftest import ISOLATED_BACKENDS, adapter_or_skip
 from tests.expected_failures import expected_failure
-
 
 
 # A verdict other than exact is a deviation of one aspect: "precision" (precision only) or "formula" (formula
@@ -33,7 +32,10 @@ from tests.expected_failures import expected_failure
 ASPECTS = ("formula", "precision")
 
 
-@pytest.mark.parametrize("path_id", list(paths.REGISTRY))
+# The path through Keras on torch runs in the keras-torch worker: in the group that starts it (conftest).
+@pytest.mark.parametrize("path_id", [pytest.param(path_id, marks=[pytest.mark.xdist_group(ISOLATED_BACKENDS)]
+                                                  if path_id == "port-torch-keras-torch" else [])
+                                     for path_id in paths.REGISTRY])
 def test_default_cell(path_id):
     """The path's first source configuration, converted with the real tool, computes what the source computes."""
     rows = run_conversions([path_id])

@@ -20,8 +20,10 @@ from adapters.base import GradientsUnavailable
 from reports.gradients import compare_gradients, loss_weights
 from reports.matrix import DEFAULT_CASE, make_probe
 
-from .conftest import adapter_or_skip
+from .conftest import ISOLATED_BACKENDS, adapter_or_skip
 from .expected_failures import device_of, expected_failure
+
+pytestmark = pytest.mark.xdist_group(ISOLATED_BACKENDS)
 
 # (framework, configuration, dtype): one or two rows per framework, chosen to cover its distinct code paths.
 CASES = [

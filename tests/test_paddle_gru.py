@@ -20,7 +20,9 @@ from adapters import isolation
 from reference import Convention, gru, gru_stack, layouts, random_layers
 from reports.matrix import run_matrix
 
-from .conftest import adapter_or_skip
+from .conftest import ISOLATED_BACKENDS, adapter_or_skip
+
+pytestmark = pytest.mark.xdist_group(ISOLATED_BACKENDS)
 
 DOCUMENTED = Convention("z_on_previous", "after")
 DTYPES = [np.float32, np.float64]
