@@ -74,6 +74,10 @@ Findings (onnx 1.23.2, onnxruntime 1.32.0, CPU):
    attribute text refers to say 1.0 (``ThresholdedRelu``, ``onnx/defs/math/defs.cc:309``; the
    experimental ``Affine``): ``activations=['Sigmoid', 'ThresholdedRelu']`` misses the specification
    by 0.81 and matches ``ThresholdedRelu(alpha=0)`` to 1.6e-7 (``tests/test_onnx_runtime.py``).
+   The cause is ``onnxruntime/core/providers/cpu/rnn/rnn_helpers.cc``: ``NameToArgDefaultsMap`` holds
+   defaults for LeakyRelu, HardSigmoid and Elu only, and ``NormalizeActivationArgumentAndGetAlphaBetaCount``
+   sets an absent alpha or beta of any other activation to 0. ``identify`` names it: the catalogue's
+   "absent activation parameters read as 0".
 
 Precision: onnxruntime computes float32 at float32 precision; float64 not at all (finding 1).
 ``onnx.reference`` computes float64 graphs in float64.

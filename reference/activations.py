@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -49,7 +49,8 @@ from .equations import sigmoid
 
 __all__ = [
     "relu", "tanh", "sigmoid", "affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "hard_sigmoid",
-    "elu", "softsign", "softplus", "ONNX_ACTIVATIONS", "ONNX_DEFAULTS", "Bound", "onnx_activation", "activation_name",
+    "elu", "softsign", "softplus", "ONNX_ACTIVATIONS", "ONNX_DEFAULTS", "Bound", "onnx_activation",
+    "defaults_read_as_zero", "activation_name",
 ]
 
 
@@ -182,16 +183,19 @@ def onnx_activation(name: str, alpha=None, beta=None):
     if not takes:
         return function
     bound = {key: float(_scalar(key, given.get(key, default), np.float64)) for key, default in takes.items()}
-    return Bound(function, **bound)
+    return Bound(function, **bound, defaulted=tuple(key for key in takes if key not in given))
 
 
 @dataclass(frozen=True)
 class Bound:
-    """``function`` with ``alpha`` / ``beta`` bound (None: not passed); called as ``f(a, out=None)``."""
+    """``function`` with ``alpha`` / ``beta`` bound (None: not passed); called as ``f(a, out=None)``.
+    ``defaulted`` names the parameters the node left to their defaults; it does not take part in
+    equality (a defaulted 0.2 computes what an explicit 0.2 does)."""
 
     function: Callable
     alpha: float | None = None
     beta: float | None = None
+    defaulted: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def keywords(self) -> dict[str, float]:
@@ -202,6 +206,15 @@ class Bound:
 
     def __repr__(self) -> str:
         return activation_name(self)
+
+
+def defaults_read_as_zero(function):
+    """``function`` with the parameters its node left to their defaults at 0 instead: what a runtime that
+    registers no default for them computes (onnxruntime for ThresholdedRelu, Affine, ScaledTanh). Any
+    other function is returned as itself."""
+    if not isinstance(function, Bound) or not function.defaulted:
+        return function
+    return replace(function, **{key: 0.0 for key in function.defaulted}, defaulted=())
 
 
 def activation_name(function) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .activations import keras2_hard_sigmoid, keras3_hard_sigmoid
+from .activations import defaults_read_as_zero, keras2_hard_sigmoid, keras3_hard_sigmoid
 from .conventions import Convention
 from .equations import sigmoid
 from .params import RECURRENT_BIASES, GRUParams
@@ -186,6 +186,10 @@ FLIP_RESET = Mistake(
     changes_convention=True,
 )
 
+def _defaults_read_as_zero(options: tuple) -> tuple:
+    return tuple((key, defaults_read_as_zero(value)) for key, value in options)
+
+
 CATALOGUE: tuple[Mistake, ...] = (
     *_permutation_mistakes(),
     Mistake("recurrent weights transposed", "each U block is used transposed (h_prev U^T instead of h_prev U)",
@@ -228,6 +232,15 @@ CATALOGUE: tuple[Mistake, ...] = (
             "clip are GRU attributes that onnx.reference's evaluator ignores and onnxruntime applies; Keras: "
             "activation= and recurrent_activation=), or rebuild it with the default activations",
             lambda s: replace(s, reference_options=()), applies=lambda s: bool(s.reference_options)),
+    Mistake("absent activation parameters read as 0",
+            "an activation whose alpha/beta the model leaves to their defaults runs with 0 in their place "
+            "(ThresholdedRelu(alpha=0) is relu; Affine and ScaledTanh give 0)",
+            "write activation_alpha and activation_beta out for every activation that takes them instead of relying "
+            "on the spec's defaults (onnxruntime registers defaults only for LeakyRelu, HardSigmoid and Elu and "
+            "reads 0 for the others: onnxruntime/core/providers/cpu/rnn/rnn_helpers.cc, NameToArgDefaultsMap and "
+            "NormalizeActivationArgumentAndGetAlphaBetaCount)",
+            lambda s: replace(s, reference_options=_defaults_read_as_zero(s.reference_options)),
+            applies=lambda s: _defaults_read_as_zero(s.reference_options) != s.reference_options),
     Mistake("hard sigmoid gates (Keras 2)", "z and r use clip(0.2 a + 0.5, 0, 1) instead of sigmoid",
             "use recurrent_activation='sigmoid' (Keras 2's GRU defaulted to hard_sigmoid)",
             lambda s: replace(s, gate_activation=keras2_hard_sigmoid)),

@@ -13,7 +13,7 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from reference import Convention, GRUParams, gru
+from reference import Convention, GRUParams, activations, gru
 from reference.compare import SEPARATION_FACTOR
 from reference.identify import Observation, Probe, Structure, design_probe, identify, identify_observations
 
@@ -175,8 +175,6 @@ def _observe(forward) -> Observation:
 
 @pytest.fixture
 def onnx_style_structure():
-    from reference import activations
-
     options = (("gate_activation", activations.onnx_activation("HardSigmoid", 0.25, 0.375)),
                ("candidate_activation", activations.onnx_activation("Affine", 0.5, 0.125)), ("clip", 0.75))
     return Structure(reference_options=options)
@@ -198,6 +196,32 @@ def test_activations_and_clip_applied_raise_no_diagnosis(onnx_style_structure):
     applied = _observe(lambda params, x, h0: gru(x, params, PREVIOUS_AFTER, h0=h0, **options))
     result = identify_observations([applied], np.float64, onnx_style_structure, expected=PREVIOUS_AFTER)
     assert result.matched == PREVIOUS_AFTER and not result.diagnosis, result.describe()
+
+
+def _thresholded_relu_structure(**alpha):
+    return Structure(reference_options=(("candidate_activation", activations.onnx_activation("ThresholdedRelu", **alpha)),))
+
+
+def test_absent_activation_parameters_read_as_zero_are_diagnosed():
+    """What onnxruntime computes for activations=['Sigmoid', 'ThresholdedRelu'] with no activation_alpha: alpha 0,
+    where the spec's default is 1 (the matrix's onnxruntime row shows it on the real runtime)."""
+    alpha_zero = activations.onnx_activation("ThresholdedRelu", alpha=0.0)
+    observation = _observe(lambda params, x, h0: gru(x, params, PREVIOUS_BEFORE, h0=h0, candidate_activation=alpha_zero))
+    result = identify_observations([observation], np.float64, _thresholded_relu_structure(), expected=PREVIOUS_BEFORE)
+    assert result.matched is None, result.describe()
+    assert [m.name for m in result.diagnosis[0].mistakes] == ["absent activation parameters read as 0"], result.describe()
+    assert result.diagnosis[0].error < 1e-12, result.describe()
+
+
+def test_an_explicit_activation_parameter_is_not_read_as_an_absent_one():
+    """The same computation where the node gave alpha=1 itself: the mistake does not apply, so it is not named."""
+    alpha_zero = activations.onnx_activation("ThresholdedRelu", alpha=0.0)
+    observation = _observe(lambda params, x, h0: gru(x, params, PREVIOUS_BEFORE, h0=h0, candidate_activation=alpha_zero))
+    result = identify_observations([observation], np.float64, _thresholded_relu_structure(alpha=1.0),
+                                   expected=PREVIOUS_BEFORE, max_mistakes=1)
+    assert result.matched is None, result.describe()
+    assert all("absent activation parameters read as 0" not in [m.name for m in d.mistakes] for d in result.diagnosis), (
+        result.describe())
 
 
 @pytest.mark.parametrize("computes,names", [

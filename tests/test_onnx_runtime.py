@@ -192,6 +192,24 @@ def test_onnx_activation_names_are_case_insensitive_and_bound_functions_pickle_a
     assert act.activation_name(np.tanh) == "Tanh"
 
 
+def test_a_bound_activation_knows_which_parameters_the_node_left_to_their_defaults():
+    left = act.onnx_activation("ThresholdedRelu")
+    given = act.onnx_activation("ThresholdedRelu", alpha=1.0)
+    assert left.defaulted == ("alpha",) and given.defaulted == ()
+    assert left == given and hash(left) == hash(given), "a default computes what the same explicit value does"
+    assert act.onnx_activation("HardSigmoid", 0.25).defaulted == ("beta",)
+    assert pickle.loads(pickle.dumps(left)).defaulted == ("alpha",)
+
+
+def test_defaults_read_as_zero_zeroes_only_the_defaulted_parameters():
+    zeroed = act.defaults_read_as_zero(act.onnx_activation("HardSigmoid", 0.25))
+    assert (zeroed.alpha, zeroed.beta) == (0.25, 0.0), act.activation_name(zeroed)
+    assert np.array_equal(act.defaults_read_as_zero(act.onnx_activation("ThresholdedRelu"))(GRID), act.relu(GRID))
+    explicit = act.onnx_activation("ThresholdedRelu", alpha=1.0)
+    assert act.defaults_read_as_zero(explicit) is explicit
+    assert act.defaults_read_as_zero(np.tanh) is np.tanh
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: act.onnx_activation("Swish"), ValueError, "unknown ONNX activation 'Swish'; valid: Relu, Tanh"),
     (lambda: act.onnx_activation("Tanh", alpha=2.0), ValueError, "Tanh takes no alpha"),
