@@ -175,8 +175,8 @@ def configurations_for(framework: str, backend: str) -> list[LayerConfig]:
     if backend == "jax":
         # The fix for JAX's float32 default, measured on JAX's own GRU loop and on Keras' masked, generic one.
         configs += [
-            config("GRU(reset_after=True) + jax_enable_x64", True, x64=True),
-            config("Bidirectional(GRU) + mask + jax_enable_x64", bidirectional=True, masked=True, x64=True),
+            config("GRU(reset_after=True) + x64", True, x64=True),
+            config("Bidirectional(GRU) + mask + x64", bidirectional=True, masked=True, x64=True),
         ]
     return configs
 

@@ -24,7 +24,7 @@ KERAS_NON_TF_FLOAT64 = (
 KERAS_JAX_FLOAT32 = (
     "Keras 3 on JAX never computes a GRU in float64 here: without jax_enable_x64 JAX itself is float32 "
     "(jax/_src/config.py: enable_x64 defaults to False) while the layer reports compute_dtype float64; with "
-    "jax_enable_x64 (the '+ jax_enable_x64' rows, and a global jax.config.update measured the same) the error "
+    "jax_enable_x64 (the '+ x64' rows, and a global jax.config.update measured the same) the error "
     "against the float64 reference stays ~5e-8, float32 rounding: keras/src/backend/common/dtypes.py:240 demotes "
     "float64 on non-TensorFlow backends"
 )
