@@ -186,6 +186,7 @@ FLIP_RESET = Mistake(
     changes_convention=True,
 )
 
+
 def _defaults_read_as_zero(options: tuple) -> tuple:
     return tuple((key, defaults_read_as_zero(value)) for key, value in options)
 
