@@ -13,16 +13,25 @@ def _format_error(value: float | None) -> str:
 
 def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: bool = False) -> str:
     """One line per row; ``gradients=True`` (``check --gradients``) adds a column with each row's gradient
-    verdict (``ConfigResult.gradients``), and without it the table is unchanged."""
+    verdict (``ConfigResult.gradients``), and without it the table is unchanged.
+
+    Why a row failed or a framework is unavailable is a numbered note under the table, one per distinct
+    text: a long message in a cell would widen that column for every row (24 onnxruntime float64 rows share
+    one message)."""
     header = ("framework configuration", "dtype", "documentation claims", "matched", "error of match", "nearest other convention", "margin")
+    notes: dict[str, int] = {}
+
+    def note(text: str) -> str:
+        # Its first line: a crash report's tail (many lines) would break the notes; the JSON and the page keep it all.
+        return f"[{notes.setdefault(text.splitlines()[0], len(notes) + 1)}]"
+
     lines = []
     for row in rows:
         if isinstance(row, UnavailableFramework):
-            lines.append((row.framework, "-", "-", "unavailable", "-", row.reason, "-"))
+            lines.append((row.framework, "-", "-", f"unavailable {note(row.reason)}", "-", "-", "-"))
             continue
         if row.error:
-            # Its first line: a crash report's tail (many lines) would break the table; the JSON and the page keep it all.
-            lines.append((row.config.label, row.dtype.name, row.claimed.id, "ERROR", "-", row.error.splitlines()[0], "-"))
+            lines.append((row.config.label, row.dtype.name, row.claimed.id, f"ERROR {note(row.error)}", "-", "-", "-"))
             continue
         matched = row.matched
         best, best_diff = row.ranked()[0]
@@ -50,7 +59,9 @@ def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: boo
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*line) for line in lines]
+    out += [fmt.format(*line).rstrip() for line in lines]
+    if notes:
+        out += ["", *(f"[{number}] {text}" for text, number in notes.items())]
     return "\n".join(out)
 
 

@@ -159,9 +159,36 @@ def test_a_crash_report_in_the_table_is_one_line_the_json_keeps_it_whole():
     row = ConfigResult(adapter.name, config, np.dtype(np.float32), adapter.versions(), DEFAULT_CASE)
     row.error = "WorkerCrashed: the worker process was killed by signal SIGSEGV (11); its last output:\nFatalError: x\nC++ call chain"
     table = render_table([row])
-    assert len(table.splitlines()) == 3, table  # header, rule, one row
-    assert "killed by signal SIGSEGV (11)" in table and "FatalError" not in table
+    assert len(table.splitlines()) == 5, table  # header, rule, one row, a blank line, its note
+    assert "ERROR [1]" in table.splitlines()[2], table
+    assert table.splitlines()[4].startswith("[1] WorkerCrashed: ") and "killed by signal SIGSEGV (11)" in table, table
+    assert "FatalError" not in table
     assert row.to_json()["error"] == row.error
+
+
+def test_a_long_reason_is_a_note_under_the_table_shared_by_the_rows_that_give_it():
+    """Failed rows and unavailable frameworks do not widen the table: each distinct reason is one numbered note."""
+    import numpy as np
+
+    from reports.matrix import DEFAULT_CASE, ConfigResult, UnavailableFramework
+    from reports.table import render_table
+
+    from reference import Convention
+
+    from .fake_adapters import ReferenceBackedAdapter
+
+    adapter = ReferenceBackedAdapter(Convention("z_on_previous", "after"), Convention("z_on_previous", "after"))
+    (config,) = adapter.configurations()[:1]
+    refusal = "RuntimeError: " + "the runtime cannot run this graph in float64 " * 5
+    rows = [ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), DEFAULT_CASE) for dtype in ("f4", "f8")]
+    for row in rows:
+        row.error = refusal
+    rows.append(UnavailableFramework("gone", "gone is not installed here (pip install gone)"))
+    lines = render_table(rows).splitlines()
+    assert all("ERROR [1]" in line for line in lines[2:4]), lines
+    assert "unavailable [2]" in lines[4], lines
+    assert lines[5:] == ["", f"[1] {refusal}", "[2] gone is not installed here (pip install gone)"], lines
+    assert max(len(line) for line in lines[:5]) < len(refusal), "a reason must not widen the table"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
