@@ -81,6 +81,37 @@ class Finding:
     anchor: str
 
 
+# A measured number as the findings write it (1.8e-07, 2e-12): runs whose findings differ only in these
+# are one finding, given with the range of each number. Plain numbers (versions, line numbers) never vary so.
+_MEASURED_NUMBER = re.compile(r"\d(?:\.\d+)?e[-+]\d+")
+
+
+@dataclass
+class FindingGroup:
+    """One finding and every run that gives it: the banner lists each once. Runs group by kind and by text
+    up to the measured numbers in it, which the group gives as ranges (a finding mostly repeats per dtype and
+    configuration, and precision findings differ only in their error: the 215 findings of the full report
+    of 2026-12-05 are 23 groups)."""
+
+    kind: str
+    findings: list[Finding]
+
+    @property
+    def text(self) -> str:
+        """The text of the first run, each measured number that differs between runs given as "low to high"."""
+        literals = _MEASURED_NUMBER.split(self.findings[0].text)
+        numbers = [_MEASURED_NUMBER.findall(finding.text) for finding in self.findings]
+        text = literals[0]
+        for index, literal in enumerate(literals[1:]):
+            values = [found[index] for found in numbers]
+            low, high = min(values, key=float), max(values, key=float)
+            text += (low if float(low) == float(high) else f"{low} to {high}") + literal
+        return text
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "anchors": [finding.anchor for finding in self.findings]}
+
+
 @dataclass
 class Verdict:
     checked: int
@@ -91,6 +122,15 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def groups(self) -> list[FindingGroup]:
+        """The findings grouped by kind and by text up to its measured numbers, in the order of their first run."""
+        groups: dict[tuple[str, str], FindingGroup] = {}
+        for finding in self.findings:
+            key = (finding.kind, _MEASURED_NUMBER.sub("#", finding.text))
+            groups.setdefault(key, FindingGroup(finding.kind, [])).findings.append(finding)
+        return list(groups.values())
 
     @property
     def counts(self) -> dict[str, int]:
@@ -107,7 +147,9 @@ class Verdict:
                    f"at the requested precision")
         if self.ok:
             return f"All clear: {summary}; nothing to report."
-        return f"{summary}; {len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} to read."
+        distinct = len(self.groups)
+        return (f"{summary}; {len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} to read"
+                + (f", {distinct} distinct." if distinct != len(self.findings) else "."))
 
 
 @dataclass
@@ -560,7 +602,8 @@ def report_json(report: Report) -> dict:
         "generated_at": report.generated_at, "tool_version": report.tool_version, "environment": report.environment,
         "verdict": {"ok": report.verdict.ok, "checked": report.verdict.checked, "documented": report.verdict.documented,
                     "headline": report.verdict.headline,
-                    "findings": [f.__dict__ for f in report.verdict.findings]},
+                    "findings": [f.__dict__ for f in report.verdict.findings],
+                    "groups": [group.to_json() for group in report.verdict.groups]},
         "ecosystem": [row.to_json() for row in report.ecosystem],
         "results": report.summary, "unavailable": report.unavailable,
         **({"conversions": [row.to_json() for row in report.conversions.unavailable + report.conversions.details]}

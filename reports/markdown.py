@@ -24,9 +24,10 @@ def render_markdown(report: Report, page: str = "index.html") -> str:
         "",
     ]
     if verdict.findings:
-        lines += ["| kind | configuration | finding |", "|---|---|---|"]
-        for finding in verdict.findings:
-            lines.append(f"| {finding.kind} | [{_cell(finding.label)}]({page}#{finding.anchor}) | {_cell(finding.text)} |")
+        lines += ["| kind | finding | runs |", "|---|---|---|"]
+        for group in verdict.groups:
+            runs = ", ".join(f"[{_cell(finding.label)}]({page}#{finding.anchor})" for finding in group.findings)
+            lines.append(f"| {group.kind} | {_cell(group.text)} | {runs} |")
         lines.append("")
         lines.append("Kinds: " + "; ".join(f"**{kind}**: {text}" for kind, text in FINDING_KINDS.items()) + ".")
     else:

@@ -207,6 +207,7 @@ def _read_page(page) -> dict:
         first: document.body.firstElementChild.id,
         bannerTop: document.getElementById('verdict').getBoundingClientRect().top,
         findingLinks: [...document.querySelectorAll('#findings a')].map(a => a.getAttribute('href')),
+        findingItems: document.querySelectorAll('#findings > li').length,
         missingAnchors: [...document.querySelectorAll('#findings a, #summary-matrix a')]
             .map(a => a.getAttribute('href').slice(1)).filter(id => !document.getElementById(id)),
         matrixRows: document.querySelectorAll('#summary-matrix tbody tr:not(.group)').length,
@@ -253,6 +254,11 @@ def test_report_reads_in_ten_seconds_in_chromium_at_1280(full_report, tmp_path):
     assert facts["details"] == len(results)
     assert facts["openDetails"] == sum(1 for r in results if r["findings"])
     assert len(facts["findingLinks"]) == len(data["verdict"]["findings"])
+    # One item per finding group, which together link every run that gives a finding.
+    groups = data["verdict"]["groups"]
+    assert facts["findingItems"] == len(groups) < len(data["verdict"]["findings"]), facts
+    assert sorted(anchor for group in groups for anchor in group["anchors"]) == sorted(
+        f["anchor"] for f in data["verdict"]["findings"])
     assert facts["formulas"] == 4 and facts["marks"] == 8
     assert facts.get("expanded") is True, facts
     assert facts["closedStats"] == 4, facts

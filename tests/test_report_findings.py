@@ -9,7 +9,7 @@ import numpy as np
 
 from adapters import LayerConfig
 from reference import Convention
-from reports.html import build_report, render_html, write_report
+from reports.html import Finding, Verdict, build_report, render_html, write_report
 from reports.markdown import render_markdown
 from reports.matrix import DEFAULT_CASE, ConfigResult, UnavailableFramework, compare_configuration
 
@@ -85,11 +85,48 @@ def test_report_md_carries_the_verdict_and_the_findings_table(tmp_path):
     write_report(_planted_rows(), tmp_path, FIXED_TIME)
     markdown = (tmp_path / "report.md").read_text()
     assert markdown.startswith("## ⚠️ GRU equivalence report")
-    assert "| kind | configuration | finding |" in markdown
+    assert "| kind | finding | runs |" in markdown
     for kind in ("documentation", "precision", "failure", "unavailable"):
-        assert f"| {kind} | [" in markdown, kind
+        assert f"| {kind} | " in markdown, kind
     assert "(index.html#misdocumented-fakegru-float64)" in markdown
     assert (tmp_path / "index.html").exists() and (tmp_path / "report.json").exists()
+
+
+def test_a_finding_given_by_several_runs_is_listed_once_with_a_link_to_each_run(tmp_path):
+    """The banner and report.md list each distinct finding once (kind and text), linking every run that gives it."""
+    rows = [_row(CrashingAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name=name)) for name in ("crash-a", "crash-b", "crash-c")]
+    rows += [_row(ReferenceBackedAdapter(PREVIOUS_BEFORE, PREVIOUS_AFTER, name="misdocumented"), dtype)
+             for dtype in (np.float32, np.float64)]
+    report = build_report(rows, FIXED_TIME)
+    assert len(report.verdict.findings) == 5
+    assert [(g.kind, len(g.findings)) for g in report.verdict.groups] == [("documentation", 2), ("failure", 3)]
+    assert report.verdict.headline.endswith("5 findings to read, 2 distinct."), report.verdict.headline
+    html = render_html(report)
+    banner = html[html.index('<ul id="findings">') : html.index("</ul>", html.index('<ul id="findings">'))]
+    assert banner.count("<li>") == 2 and banner.count("kernel not registered for this dtype") == 1, banner
+    assert "<summary>3 runs</summary>" in banner, banner  # more than two runs fold under a count
+    for finding in report.verdict.findings:
+        assert f'href="#{finding.anchor}"' in banner, finding
+    write_report(rows, tmp_path, FIXED_TIME)
+    markdown = (tmp_path / "report.md").read_text()
+    (failure_line,) = [line for line in markdown.splitlines() if line.startswith("| failure |")]
+    assert all(f"(index.html#{name}-fakegru-float64)" in failure_line for name in ("crash-a", "crash-b", "crash-c"))
+
+
+def test_findings_that_differ_only_in_measured_numbers_are_one_finding_with_their_ranges():
+    """Three runs computing float32 where float64 was asked, each with its own error: one finding, the error a range."""
+    def finding(label, text):
+        return Finding("precision", label, text, label)
+
+    text = "computed at lower precision than requested: float32 where float64 was asked (max abs error {}, below 2e-12)"
+    verdict = Verdict(3, 0, [], [finding("a", text.format("1.1e-07")), finding("b", text.format("2.3e-07")),
+                                 finding("c", text.format("9.9e-08")), finding("d", "float16 where float32 was asked")])
+    (ranged, other) = verdict.groups
+    assert ranged.text == text.format("9.9e-08 to 2.3e-07"), ranged.text
+    assert [f.label for f in ranged.findings] == ["a", "b", "c"] and other.text == "float16 where float32 was asked"
+    same = Verdict(2, 0, [], [finding("a", text.format("1e-07")), finding("b", text.format("1.0e-07"))])
+    assert same.groups[0].text == text.format("1e-07"), "equal values are given once"
+    assert ranged.to_json() == {"kind": "precision", "text": ranged.text, "anchors": ["a", "b", "c"]}
 
 
 def test_gradient_and_conversion_findings_are_listed_in_the_banner_and_link_to_their_evidence():
