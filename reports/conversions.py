@@ -9,11 +9,14 @@ Verdicts (``adapters.paths.onnx_audit.judge``): exact / precision only / formula
 named, plus failed (the tool raised: "conversion failed: <message>", a finding, never a crash),
 refused (this project's ports that cannot be exact, with the reason) and unavailable (with the reason).
 
-Containment: the paths run in this process. The converters measured here raise Python exceptions
-(caught per cell, including onnx2tf's ``SystemExit``) and none crashed the interpreter; starting a
-worker process per path would cost TensorFlow's and torch's import (10-20 s each on 2 cores) again and
-break the 60 s budget, so no path is isolated. ``BaseException`` other than ``KeyboardInterrupt`` is
-contained per cell.
+Containment: ``BaseException`` other than ``KeyboardInterrupt`` is contained per cell (the converters
+measured here raise Python exceptions, onnx2tf's ``SystemExit`` included). A crash of the interpreter
+itself (a segfault in a converter's native code) is contained with ``contained=True``: every cell then
+runs in one worker process (``adapters.isolation``, environment ``CONTAINED_ENV``), which a crash
+replaces, and the crashed cell is a failed row saying so. ``gru-equiv convert`` runs that way: its
+process imports no framework, so the worker pays each import once, as this process would. The report's
+audit runs in the report's own process, which has imported torch and TensorFlow for the matrix already:
+a worker would pay those imports (about 8 s of CPU) a second time.
 
 By default each path runs its first source configuration (the one-layer one) in its first dtype;
 ``sources="all"`` runs every configuration the path takes, in every dtype it keeps.
@@ -21,6 +24,7 @@ By default each path runs its first source configuration (the one-layer one) in 
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import tempfile
 import time
@@ -225,6 +229,33 @@ def _judge_cell(result: ConversionResult, config, probe, dtype, source_run, obse
     result.verdict, result.detail = judge(result.identification, config.claimed)
 
 
+# The worker environment of contained cells: one process runs them all, a new one after a crash.
+CONTAINED_ENV = {"GRU_EQUIV_CONVERSION_WORKER": "1"}
+CONTAINED_CELL_TIMEOUT_S = 1800.0
+
+
+def _cell_in_worker(registry_line: str, config_name: str, dtype: str, case: Case) -> ConversionResult:
+    """The worker side of a contained cell (``adapters.isolation`` calls it by name): the path as its
+    registry line ("module:ATTRIBUTE") names it, so a path registered by the caller alone is found too."""
+    module_name, _, attribute = registry_line.partition(":")
+    path = getattr(importlib.import_module(module_name), attribute or "PATH")
+    return convert_cell(path, config_name, dtype, case, cache=True)
+
+
+def _contained_cell(path: ConversionPath, config_name: str, dtype: str, case: Case) -> ConversionResult:
+    from adapters import isolation
+
+    try:
+        return isolation.call("reports.conversions:_cell_in_worker", paths.REGISTRY[path.id], config_name, dtype,
+                              case, env=CONTAINED_ENV, timeout=CONTAINED_CELL_TIMEOUT_S)
+    except isolation.WorkerCrashed as crash:  # the next cell gets a new worker
+        tail = " ".join(crash.output.split())[-500:]
+        return ConversionResult(path.id, path.title, path.tool, path.source, config_name, dtype, {}, "failed",
+                                f"the conversion crashed: the process running it {crash.status}"
+                                + (f"; its last output: {tail}" if tail else ""),
+                                full_precision_setting=path.full_precision_setting, seed=case.seed)
+
+
 def select_configs(path: ConversionPath, sources) -> list[str]:
     """The source configurations of ``path`` to run: its first (``"default"``), all (``"all"``), or the
     named ones it takes (a name it does not take is skipped for this path)."""
@@ -238,7 +269,8 @@ def select_configs(path: ConversionPath, sources) -> list[str]:
 
 def run_conversions(path_ids: list[str] | None = None, sources="default", dtypes: list[str] | None = None,
                     case: Case = DEFAULT_CASE, progress=None, cache: bool = True,
-                    only_sources: set[tuple[str, str]] | None = None) -> list[ConversionResult]:
+                    only_sources: set[tuple[str, str]] | None = None, contained: bool = False
+                    ) -> list[ConversionResult]:
     """Every selected path x source configuration x dtype; an unavailable path is one row with its reason.
 
     ``sources``: "default" (each path's first configuration, in its first dtype), "all" (every
@@ -277,7 +309,10 @@ def run_conversions(path_ids: list[str] | None = None, sources="default", dtypes
             for dtype in path_dtypes:
                 if progress:
                     progress(f"{path_id} [{config_name}, {dtype}]")
-                rows.append(convert_cell(path, config_name, dtype, case, cache=cache))
+                if contained:
+                    rows.append(_contained_cell(path, config_name, dtype, case))
+                else:
+                    rows.append(convert_cell(path, config_name, dtype, case, cache=cache))
     return rows
 
 

@@ -186,6 +186,26 @@ def test_a_path_module_that_fails_to_import_is_unavailable(monkeypatch):
         paths._load.cache_clear()
 
 
+def test_convert_contains_a_converter_that_crashes_the_process_and_goes_on(monkeypatch, capsys):
+    """``gru-equiv convert`` runs the cells in a worker process: a segfault in a converter (tests/crashing_path.py
+    kills its process with SIGSEGV) is a failed cell saying so, and the next cell runs in a new worker."""
+    from reports.cli import main
+
+    adapter_or_skip("onnxruntime")
+    monkeypatch.setitem(paths.REGISTRY, "crashing", "tests.crashing_path:CRASHING")
+    monkeypatch.setitem(paths.REGISTRY, "identity", "tests.crashing_path:IDENTITY")
+    paths._load.cache_clear()
+    try:
+        assert main(["convert", "--paths", "crashing", "identity", "--json", "--quiet"]) == 0
+    finally:
+        paths._load.cache_clear()
+    crashed, after = json.loads(capsys.readouterr().out)
+    assert crashed["verdict"] == "failed", crashed
+    assert crashed["detail"].startswith("the conversion crashed: the process running it was killed by signal SIGSEGV (11)"), (
+        crashed["detail"])
+    assert (after["path"], after["verdict"]) == ("identity", "exact"), after
+
+
 CLI_ERRORS = [
     (["convert", "--paths", "no-such-path"], "no-such-path"),
     (["convert", "--paths", "port-torch-onnx", "--sources", "GRU(made up)"], "GRU(made up)"),

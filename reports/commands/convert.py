@@ -63,8 +63,10 @@ def run(args) -> int:
         raise UsageError(f"unknown conversion path(s) {unknown}; valid: {', '.join(adapters.paths.REGISTRY)}")
     sources = args.sources[0] if args.sources in (["default"], ["all"]) else args.sources
     try:
+        # Contained: a converter that crashes the interpreter is a failed cell; this process imports no
+        # framework, so the worker that runs the cells pays each import once, as this process would.
         rows = run_conversions(args.paths, sources, args.dtypes, Case(seed=args.seed),
-                               progress_printer(args.json or args.quiet))
+                               progress_printer(args.json or args.quiet), contained=True)
     except ValueError as error:  # a selection no path takes: found before any cell runs
         raise UsageError(str(error)) from None
     if args.json:
