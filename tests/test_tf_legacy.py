@@ -8,7 +8,6 @@ semantics, and the documentation claims checked against what runs.
 from __future__ import annotations
 
 import inspect
-import os
 
 import numpy as np
 import pytest
@@ -235,13 +234,17 @@ def test_gru_block_cell_runs_float32_on_cpu_and_tensorflow_refuses_float64(adapt
 # ----------------------------------------------------------------- where the TF1 names lead
 
 
-def test_tf1_grucell_name_is_unavailable_under_keras3_without_the_legacy_switch(adapter):
+def test_tf1_grucell_name_is_unavailable_under_keras3_without_the_legacy_switch(adapter, monkeypatch):
+    """A fresh loader of the public name's kind, read with the switch off: the answer does not depend on whether
+    an earlier test in this process ran with TF_USE_LEGACY_KERAS set (a loader reads it when first used)."""
     import tensorflow as tf
+    from tensorflow.python.util.lazy_loader import KerasLazyLoader
 
-    if os.environ.get("TF_USE_LEGACY_KERAS") in ("1", "true", "True"):
-        pytest.skip("TF_USE_LEGACY_KERAS is set in this process")
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    rnn_cell = KerasLazyLoader({}, mode="v1", submodule="__internal__.legacy.rnn_cell", name="rnn_cell")
     with pytest.raises(AttributeError, match="`GRUCell` is not available with Keras 3"):
-        tf.compat.v1.nn.rnn_cell.GRUCell  # noqa: B018
+        rnn_cell.GRUCell  # noqa: B018
+    assert isinstance(tf.compat.v1.nn.rnn_cell, KerasLazyLoader), "the public name is such a loader"
 
 
 def test_with_tf_use_legacy_keras_the_tf1_names_are_the_classes_measured_here(adapter, tfl, monkeypatch):
