@@ -69,7 +69,8 @@ def build_ecosystem(rows: list[ConfigResult | UnavailableFramework]) -> list[Eco
         )
         lowered = sorted({f"{r.precision.requested} requested, {r.precision.computed} computed"
                           for r in results if r.precision and r.precision.lower_than_requested})
-        findings = _join_unique(f"{kind}: {text}" for r in results for kind, text in r.findings())
+        # A list, not a joined string: a finding's own text may hold "; ".
+        findings = list(dict.fromkeys(f"{kind}: {text}" for r in results for kind, text in r.findings()))
         table.append(EcosystemRow(
             framework=framework,
             component=component,
@@ -82,7 +83,7 @@ def build_ecosystem(rows: list[ConfigResult | UnavailableFramework]) -> list[Eco
             precision="; ".join(lowered) if lowered else "as requested",
             padding=_join_unique(r.config.padding_semantics for r in results if r.config.masked) or "not exercised",
             configurations=len({r.config.name for r in results}),
-            findings=findings.split("; ") if findings else [],
+            findings=findings,
         ))
     return table
 
@@ -100,4 +101,4 @@ def render_ecosystem_text(table: list[EcosystemRow]) -> str:
                       "same" if row.claims == row.computes else row.claims, row.biases, row.precision, verdict))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*l) for l in lines)])
+    return "\n".join(fmt.format(*line).rstrip() for line in [header, tuple("-" * w for w in widths), *lines])
