@@ -24,7 +24,6 @@ By default each path runs its first source configuration (the one-layer one) in 
 
 from __future__ import annotations
 
-import importlib
 import shlex
 import tempfile
 import time
@@ -234,26 +233,28 @@ CONTAINED_ENV = {"GRU_EQUIV_CONVERSION_WORKER": "1"}
 CONTAINED_CELL_TIMEOUT_S = 1800.0
 
 
-def _cell_in_worker(registry_line: str, config_name: str, dtype: str, case: Case) -> ConversionResult:
-    """The worker side of a contained cell (``adapters.isolation`` calls it by name): the path as its
-    registry line ("module:ATTRIBUTE") names it, so a path registered by the caller alone is found too."""
-    module_name, _, attribute = registry_line.partition(":")
-    path = getattr(importlib.import_module(module_name), attribute or "PATH")
-    return convert_cell(path, config_name, dtype, case, cache=True)
+def _cell_in_worker(path_id: str, registry_line: str, config_name: str, dtype: str, case: Case,
+                    cache: bool) -> ConversionResult:
+    """The worker side of a contained cell (``adapters.isolation`` calls it by name)."""
+    paths.ensure_registered(path_id, registry_line)
+    return convert_cell(paths.get(path_id), config_name, dtype, case, cache=cache)
 
 
-def _contained_cell(path: ConversionPath, config_name: str, dtype: str, case: Case) -> ConversionResult:
+def _contained_cell(path: ConversionPath, config_name: str, dtype: str, case: Case, cache: bool) -> ConversionResult:
     from adapters import isolation
 
     try:
-        return isolation.call("reports.conversions:_cell_in_worker", paths.REGISTRY[path.id], config_name, dtype,
-                              case, env=CONTAINED_ENV, timeout=CONTAINED_CELL_TIMEOUT_S)
+        return isolation.call("reports.conversions:_cell_in_worker", path.id, paths.REGISTRY[path.id], config_name,
+                              dtype, case, cache, env=CONTAINED_ENV, timeout=CONTAINED_CELL_TIMEOUT_S)
     except isolation.WorkerCrashed as crash:  # the next cell gets a new worker
         tail = " ".join(crash.output.split())[-500:]
         return ConversionResult(path.id, path.title, path.tool, path.source, config_name, dtype, {}, "failed",
                                 f"the conversion crashed: the process running it {crash.status}"
                                 + (f"; its last output: {tail}" if tail else ""),
                                 full_precision_setting=path.full_precision_setting, seed=case.seed)
+    except PathUnavailable as unavailable:  # usable here, not in the worker's environment
+        return ConversionResult(path.id, path.title, path.tool, path.source, config_name, dtype, {}, "unavailable",
+                                f"in the worker process: {unavailable.reason}", seed=case.seed)
 
 
 def select_configs(path: ConversionPath, sources) -> list[str]:
@@ -310,7 +311,7 @@ def run_conversions(path_ids: list[str] | None = None, sources="default", dtypes
                 if progress:
                     progress(f"{path_id} [{config_name}, {dtype}]")
                 if contained:
-                    rows.append(_contained_cell(path, config_name, dtype, case))
+                    rows.append(_contained_cell(path, config_name, dtype, case, cache))
                 else:
                     rows.append(convert_cell(path, config_name, dtype, case, cache=cache))
     return rows

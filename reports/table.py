@@ -23,7 +23,8 @@ def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: boo
 
     def note(text: str) -> str:
         # Its first line: a crash report's tail (many lines) would break the notes; the JSON and the page keep it all.
-        return f"[{notes.setdefault(text.splitlines()[0], len(notes) + 1)}]"
+        first_line = (text.splitlines() or [""])[0]
+        return f"[{notes.setdefault(first_line, len(notes) + 1)}]"
 
     lines = []
     for row in rows:

@@ -189,6 +189,7 @@ def test_a_long_reason_is_a_note_under_the_table_shared_by_the_rows_that_give_it
     assert "unavailable [2]" in lines[4], lines
     assert lines[5:] == ["", f"[1] {refusal}", "[2] gone is not installed here (pip install gone)"], lines
     assert max(len(line) for line in lines[:5]) < len(refusal), "a reason must not widen the table"
+    assert render_table([UnavailableFramework("silent", "")]).splitlines()[-1] == "[1] ", "an empty reason is a note too"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])

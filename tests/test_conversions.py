@@ -23,7 +23,9 @@ import adapters.paths as paths
 from adapters.paths import ConversionFailed, ConversionPath, ConversionRefused, Converted
 from reference import gru_stack
 from reports.conversions import VERDICTS, convert_cell, run_conversions
+from reports.matrix import DEFAULT_CASE
 from tests.conftest import ISOLATED_BACKENDS, adapter_or_skip
+from tests.crashing_path import IDENTITY
 from tests.expected_failures import expected_failure
 
 
@@ -204,6 +206,18 @@ def test_convert_contains_a_converter_that_crashes_the_process_and_goes_on(monke
     assert crashed["detail"].startswith("the conversion crashed: the process running it was killed by signal SIGSEGV (11)"), (
         crashed["detail"])
     assert (after["path"], after["verdict"]) == ("identity", "exact"), after
+
+
+def test_a_contained_cell_whose_path_the_worker_cannot_load_is_unavailable_with_the_reason(monkeypatch):
+    """Usable in this process, not in the worker (here: a path object this process alone holds, under a registry
+    line the worker cannot import): one "unavailable" row naming the worker's reason, never a traceback."""
+    from reports.conversions import _contained_cell
+
+    line = "tests.no_such_module:PATH"
+    monkeypatch.setitem(paths.REGISTRY, "identity", line)
+    row = _contained_cell(IDENTITY, "GRU", "float32", DEFAULT_CASE, cache=False)
+    assert (row.verdict, row.path) == ("unavailable", "identity"), row
+    assert row.detail.startswith("in the worker process: ") and "tests.no_such_module" in row.detail, row.detail
 
 
 CLI_ERRORS = [

@@ -585,6 +585,19 @@ def test_onnxruntime_defaults_alpha_to_zero_where_the_spec_says_one_finding_4(or
         f"{name}: onnxruntime now uses the spec default alpha={spec_alpha}; finding 4 is gone")
 
 
+def test_identify_names_onnxruntimes_absent_alpha_as_the_catalogued_mistake(ort_adapter):
+    """The matrix row of finding 4, measured on the real runtime: no convention fits, and the diagnosis is the
+    catalogue's "absent activation parameters read as 0" (not "no catalogued mistake explains it")."""
+    from reports.matrix import compare_configuration
+
+    config = ort_adapter.configuration("GRU(activations=['Sigmoid', 'ThresholdedRelu'])")
+    identification = compare_configuration(ort_adapter, config, np.float32).identification
+    assert identification.matched is None and identification.diagnosis, identification.describe()
+    best = identification.diagnosis[0]
+    assert [m.name for m in best.mistakes] == ["absent activation parameters read as 0"], identification.describe()
+    assert best.convention == config.claimed and best.error < 1e-6, identification.describe()
+
+
 def test_onnxruntime_float32_error_is_that_of_float32(ort_adapter):
     worst = 0.0
     for config in ort_adapter.configurations():

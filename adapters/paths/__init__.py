@@ -49,6 +49,11 @@ class PathUnavailable(RuntimeError):
         self.id = path_id
         self.reason = reason
 
+    def __reduce__(self):
+        # The default rebuilds from ``args`` (the message alone), which this __init__ cannot take: a worker's
+        # PathUnavailable (reports.conversions, contained cells) must reach its caller as itself.
+        return type(self), (self.id, self.reason)
+
 
 @cache
 def _load(path_id: str) -> ConversionPath | PathUnavailable:
@@ -81,9 +86,17 @@ def status() -> dict[str, ConversionPath | PathUnavailable]:
     return {path_id: _load(path_id) for path_id in REGISTRY}
 
 
+def ensure_registered(path_id: str, registry_line: str) -> None:
+    """Make ``path_id`` name ``registry_line`` ("module:ATTRIBUTE") here, as it does in the process that asks:
+    a worker process running a cell for its caller finds a path the caller registered itself (a test's)."""
+    if REGISTRY.get(path_id) != registry_line:
+        REGISTRY[path_id] = registry_line
+        _load.cache_clear()
+
+
 def available() -> list[ConversionPath]:
     return [path for path in status().values() if isinstance(path, ConversionPath)]
 
 
 __all__ = ["ConversionFailed", "ConversionPath", "ConversionRefused", "Converted", "PathUnavailable", "REGISTRY",
-           "available", "get", "status"]
+           "available", "ensure_registered", "get", "status"]
