@@ -35,7 +35,8 @@ from .forward import gru_stack
 from .mistakes import CATALOGUE, Mistake, Scenario, convention_mistakes
 from .equations import sigmoid
 from .params import GRUParams
-from .precision import MODELLED_TOLERANCES, PrecisionVerdict, coarser_precisions, explaining_precision, model_error, separation_for
+from .precision import (MODELLED_TOLERANCES, PrecisionVerdict, coarser_precisions, explaining_precision, model_error,
+                        probe_tolerance, separation_for)
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ def identify_observations(
     tolerance_pair = tolerance_for(requested)
     requested_tolerance = sum(tolerance_pair)
     computed = requested.name
+    tolerance = requested_tolerance
     memo: dict = {}  # each hypothesis runs once, however many precision rungs judge it
     errors, passing = _judge(observations, structure, tolerance_pair, memo)
     if not passing:
@@ -290,10 +292,16 @@ def identify_observations(
         # bfloat16, int8), each with its own separation rule (reference.precision.separation_for).
         for name, coarse_pair in coarser_precisions(requested, modelled=True):
             _, coarse_passing = _judge(observations, structure, coarse_pair, memo)
-            if len(coarse_passing) == 1 and _margin(errors, coarse_passing, sum(coarse_pair)) >= separation_for(name):
+            if len(coarse_passing) != 1:
+                continue
+            coarse_tolerance = sum(coarse_pair)
+            if _margin(errors, coarse_passing, coarse_tolerance) < separation_for(name):
+                coarse_tolerance = _probe_tolerance(observations[0], structure, coarse_passing[0],
+                                                    errors[coarse_passing[0]], name, coarse_tolerance)
+            if _margin(errors, coarse_passing, coarse_tolerance) >= separation_for(name):
                 passing, tolerance_pair, computed = coarse_passing, coarse_pair, name
+                tolerance = coarse_tolerance
                 break
-    tolerance = sum(tolerance_pair)
     margin = _margin(errors, passing, tolerance)
     ambiguous = len(passing) > 1 or (len(passing) == 1 and margin < separation_for(computed))
     matched = passing[0] if len(passing) == 1 and not ambiguous else None
@@ -316,6 +324,18 @@ def identify_observations(
                 result.precision = PrecisionVerdict(requested.name, name, best, requested_tolerance)
                 break
     return result
+
+
+def _probe_tolerance(observation: Observation, structure: Structure, convention: Convention, error: float,
+                     rung: str, tolerance: float) -> float:
+    """Rung ``rung``'s tolerance scaled to the rounding its model gives on this observation
+    (``reference.precision.probe_tolerance``); ``tolerance`` unchanged where the models cannot run it."""
+    if structure.reference_options or rung not in MODELLED_TOLERANCES:
+        return tolerance
+    rounding = model_error(observation.x, [list(layer) for layer in observation.layers], convention, rung,
+                           h0=observation.h0, mask=observation.mask, merge=structure.merge,
+                           masked_output=structure.masked_output, reverse=structure.reverse)
+    return probe_tolerance(rung, rounding, error)
 
 
 def _explaining_precision(observation: Observation, structure: Structure, convention: Convention, error: float,

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from reference import Convention, gru_stack
-from reference.identify import design_probe
+from reference.identify import Observation, Structure, design_probe, identify_observations
 from reference.precision import (
     MODELLED_ERRORS, MODELLED_TOLERANCES, PRECISION_LADDER, PrecisionVerdict, coarser_precisions, model_error,
-    modelled_gru_stack, quantize_int8_weights, quantize_uint8_dynamic, round_to, rung_tolerance, separation_for,
+    modelled_gru_stack, probe_tolerance, quantize_int8_weights, quantize_uint8_dynamic, round_to, rung_tolerance,
+    separation_for,
 )
 
 # (value, precision, exact result): ties to even, the carry into the exponent, the format's range.
@@ -115,3 +116,51 @@ def test_the_verdict_names_the_precision_and_what_its_model_gives():
     assert verdict.to_json()["model_error"] == 2e-3
     assert "gives up to" in PrecisionVerdict("float32", "int8", 3e-2, 2e-5).describe()
     assert "model" not in PrecisionVerdict("float64", "float32", 1e-7, 2e-12).describe()
+
+
+def test_probe_tolerance_scales_a_modelled_rung_to_this_probe_and_never_widens_it():
+    bfloat16 = sum(rung_tolerance("bfloat16"))
+    assert probe_tolerance("bfloat16", MODELLED_ERRORS["bfloat16"] / 4, 0.0) == pytest.approx(bfloat16 / 4)
+    assert probe_tolerance("bfloat16", 1e-4, MODELLED_ERRORS["bfloat16"] / 2) == pytest.approx(bfloat16 / 2), \
+        "a runtime that rounds more than the model widens the scaled tolerance"
+    assert probe_tolerance("bfloat16", 1.0, 1.0) == bfloat16, "never above the rung's own tolerance"
+    assert probe_tolerance("float32", 1e-9, 1e-9) == sum(rung_tolerance("float32")), "dtype rungs are not modelled"
+
+
+# A bias-free GRU whose recurrent weights are scaled down: reset-before and reset-after differ by 0.082 on
+# the probe, under 3 bfloat16 tolerances (0.15), while the bfloat16 model rounds by 5.1e-3 there.
+A, B = "z_on_previous+reset_after", "z_on_previous+reset_before"
+
+
+def _close_conventions():
+    probe = design_probe(4, 5, seed=0)
+    params = probe.params.without_biases()
+    params = params.replace(U_h=params.U_h * 0.5, U_r=params.U_r * 0.5)
+    layers, h0 = [[params]], probe.h0[None]
+    gap = max(np.abs(a - b).max() for a, b in zip(gru_stack(probe.x, layers, A, h0=h0), gru_stack(probe.x, layers, B, h0=h0)))
+    return probe.x, layers, h0, gap
+
+
+def _observed(x, layers, h0, outputs, h_last) -> Observation:
+    f32 = np.float32
+    return Observation(tuple(tuple(layer) for layer in layers), x.astype(f32), h0.astype(f32), None,
+                       outputs.astype(f32), h_last.astype(f32))
+
+
+@pytest.mark.parametrize("convention", [A, B])
+def test_a_modelled_rung_decides_on_close_conventions_by_this_probes_rounding(convention):
+    x, layers, h0, gap = _close_conventions()
+    assert gap < separation_for("bfloat16") * sum(rung_tolerance("bfloat16")), f"the conventions are not close: {gap:.3g}"
+    observed = _observed(x, layers, h0, *modelled_gru_stack(x, layers, convention, "bfloat16", h0=h0))
+    found = identify_observations([observed], "float32", Structure())
+    assert found.matched is not None and found.matched.id == convention, found.describe()
+    assert found.precision.computed == "bfloat16", found.describe()
+    assert found.tolerance < sum(rung_tolerance("bfloat16")) and found.margin >= separation_for("bfloat16"), found.describe()
+
+
+def test_an_output_between_close_conventions_stays_undecided():
+    x, layers, h0, gap = _close_conventions()
+    (a_out, a_h), (b_out, b_h) = (gru_stack(x, layers, c, h0=h0) for c in (A, B))
+    between = _observed(x, layers, h0, a_out + 0.3 * (b_out - a_out), a_h + 0.3 * (b_h - a_h))
+    found = identify_observations([between], "float32", Structure())
+    assert found.matched is None, f"an output 30% of the way from {A} to {B} (gap {gap:.3g}) was matched: {found.describe()}"
