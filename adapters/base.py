@@ -116,6 +116,14 @@ class LayerConfig:
         return f"{self.framework}:{self.name}"
 
 
+def device_class(versions: dict[str, str]) -> str:
+    """Where a measurement was made, as a class of machine: the part of ``versions()["device"]`` before its
+    colon (``"gpu: NVIDIA H200"`` -> ``"gpu"``; ``"bf16 cpu: AMD EPYC"`` -> ``"bf16 cpu"``), ``"cpu"`` where an
+    adapter or path names no device. Results that depend on the hardware (TF32 on a GPU, a runtime's bf16
+    default on a CPU with native bf16) are expected, and baselined, per device class."""
+    return versions.get("device", "cpu").split(":")[0]
+
+
 @dataclass(frozen=True)
 class ForwardResult:
     """A framework's forward pass as NumPy arrays.

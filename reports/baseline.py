@@ -12,7 +12,10 @@ so CI notices a framework that changes its formula, or drifts numerically, after
   and fails when it starts to run or another row starts to fail;
 - an entry that no longer corresponds to any configuration that ran (its framework available) fails,
   and so does a configuration that ran without an entry, unless ``allow_new``;
-- a baseline that covers nothing that ran fails: it never prints "passed" for zero comparisons.
+- a baseline that covers nothing that ran fails: it never prints "passed" for zero comparisons;
+- conversion cells are kept per device class (``adapters.base.device_class``: OpenVINO's default precision
+  is bf16 on a CPU with native bf16, f32 elsewhere): a cell is compared with the entry of its own class; one
+  recorded only on another class is listed as not checked, and ``--update`` keeps the other classes' entries.
 
 ``load`` refuses, before any matrix runs, a file that is missing, a directory, not UTF-8, not
 JSON (truncated), holds NaN or Infinity, or does not match ``baseline.schema.json`` (no entries,
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adapters.base import device_class
 from reference import Convention
 
 BASELINE_PATH = Path(__file__).with_name("baseline.json")
@@ -59,9 +63,11 @@ def _key(row: dict) -> tuple[str, str, str]:
     return row["framework"], row.get("config") or "", row.get("dtype") or ""
 
 
-def record(rows: list[dict], conversions: list[dict] | None = None, kept: list[dict] | None = None) -> dict:
+def record(rows: list[dict], conversions: list[dict] | None = None, kept: list[dict] | None = None,
+           kept_conversions: list[dict] | None = None) -> dict:
     """The baseline of ``rows`` (``check --json`` dicts) and, when given, of the conversion-path cells
-    (``ConversionResult.to_json()`` dicts; see ``record_conversions``)."""
+    (``ConversionResult.to_json()`` dicts; see ``record_conversions``), plus the entries ``keep_unavailable``
+    and ``keep_other_devices`` kept from the previous baseline."""
     try:
         version = metadata.version("gru-equivalence")
     except metadata.PackageNotFoundError:
@@ -96,7 +102,8 @@ def record(rows: list[dict], conversions: list[dict] | None = None, kept: list[d
                     "numpy": np.__version__},
         "error_growth_factor": ERROR_GROWTH_FACTOR,
         "entries": sorted(entries + list(kept or []), key=_key),
-        **({"conversions": record_conversions(conversions)} if conversions is not None else {}),
+        **({"conversions": sorted(record_conversions(conversions) + list(kept_conversions or []), key=_conversion_key)}
+           if conversions is not None else {}),
     }
 
 
@@ -291,8 +298,23 @@ def save(baseline: dict, path: str | Path | None = None) -> Path:
 # --------------------------------------------------------------- conversion paths (reports/conversions.py)
 
 
-def _conversion_key(row: dict) -> tuple[str, str, str]:
-    return row["path"], row["config"], row["dtype"]
+def _conversion_key(row: dict) -> tuple[str, str, str, str]:
+    return row["path"], row["config"], row["dtype"], device_class(row["versions"])
+
+
+def _cell(key: tuple[str, str, str, str]) -> tuple[str, str, str]:
+    return key[:3]
+
+
+def keep_other_devices(previous: dict | None, conversions: list[dict]) -> list[dict]:
+    """The conversion entries of ``previous`` recorded on another device class than the one each cell ran on
+    here: ``baseline --update`` on a CPU without bf16 keeps what a bf16 CPU recorded, and the reverse."""
+    if not previous:
+        return []
+    ran = {_conversion_key(row) for row in conversions if row["verdict"] != "unavailable"}
+    cells = {_cell(key) for key in ran}
+    return [entry for entry in previous.get("conversions", [])
+            if _cell(_conversion_key(entry)) in cells and _conversion_key(entry) not in ran]
 
 
 def _first_line(text: str | None) -> str:
@@ -346,6 +368,12 @@ def check_conversions(baseline: dict, rows: list[dict], covered: set[tuple[str, 
         seen.add(key)
         label = f"conversion path {row['path']} ({row['title']}) [{row['config']}, {row['dtype']}]"
         old = recorded.get(key)
+        elsewhere = sorted(other[3] for other in recorded if _cell(other) == _cell(key) and other != key)
+        if old is None and elsewhere:
+            result.not_checked.append(f"{label}: recorded on {', '.join(elsewhere)} only, measured here on {key[3]} "
+                                      f"({row['versions'].get('device', 'cpu')}); `gru-equiv baseline --update` on "
+                                      "this machine records it beside them")
+            continue
         if old is None:
             message = f"{label} is not in the baseline (new path or configuration); run `gru-equiv baseline --update`"
             (result.notes if allow_new else result.failures).append(message if allow_new else message + " (or pass --allow-new)")
@@ -382,9 +410,12 @@ def check_conversions(baseline: dict, rows: list[dict], covered: set[tuple[str, 
         if changed:
             result.notes.append(f"{label}: {changed}; same verdict ({row['verdict']})")
     ran_paths = {row["path"] for row in ran}
+    ran_cells = {_cell(key) for key in seen}
     for key in sorted(set(recorded) - seen):
         entry = recorded[key]
         label = f"conversion path {key[0]} [{key[1]}, {key[2]}]"
+        if _cell(key) in ran_cells:
+            continue  # recorded on another device class as well; this one ran on its own class here
         selected = covered is None or (entry.get("source"), key[1]) in covered
         if key[0] in unavailable:
             continue

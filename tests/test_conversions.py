@@ -20,6 +20,7 @@ import pytest
 
 import adapters
 import adapters.paths as paths
+from adapters.base import device_class
 from adapters.paths import ConversionFailed, ConversionPath, ConversionRefused, Converted
 from reference import gru_stack
 from reports.conversions import VERDICTS, convert_cell, run_conversions
@@ -48,7 +49,8 @@ def test_default_cell(path_id):
         if row.verdict == "unavailable":
             assert row.detail, f"{path_id}: unavailable without a reason"
             continue
-        listed = {aspect: expected_failure(path_id, row.config, row.dtype, aspect) for aspect in ASPECTS}
+        listed = {aspect: expected_failure(path_id, row.config, row.dtype, aspect, device_class(row.versions))
+                  for aspect in ASPECTS}
         if row.verdict == "exact":
             stale = {aspect: reason for aspect, reason in listed.items() if reason}
             assert not stale, f"{path_id} [{row.config}, {row.dtype}] is exact now; remove its expected_failures entry: {stale}"
@@ -334,3 +336,30 @@ def test_onnx2tf_leaves_this_processs_environment_as_it_was(monkeypatch):
     onnx2tf_path._import_onnx2tf()
     assert "onnx2tf.onnx2tf" in sys.modules, "the import did run"
     assert "TF_USE_LEGACY_KERAS" not in os.environ
+
+
+def _on_device(entry: dict, device: str) -> dict:
+    return {**entry, "versions": {**entry["versions"], "device": device}}
+
+
+def test_baseline_keeps_conversion_cells_per_device_class(recorded_cell):
+    """A cell recorded on one device class (OpenVINO's f32-default CPU) is not compared with a run on another (a
+    bf16 CPU, where the verdict legitimately differs): it is listed as not checked, never failed or passed, and
+    ``--update`` keeps the other class's entry beside the new one."""
+    from reports import baseline
+
+    rows, recorded = recorded_cell
+    elsewhere = {**recorded, "conversions": [_on_device(e, "bf16 cpu: AMD EPYC") for e in recorded["conversions"]]}
+    drifted = [{**row, "verdict": "precision only", "error_vs_source": 4e-3} for row in rows]
+    result = baseline.check_conversions(elsewhere, drifted)
+    assert not result.failures and result.compared == 0, result.describe()
+    assert any("recorded on bf16 cpu only, measured here on cpu" in n for n in result.not_checked), result.describe()
+    both = {**recorded, "conversions": recorded["conversions"] + elsewhere["conversions"]}
+    compared = baseline.check_conversions(both, drifted)
+    assert compared.compared == len(rows) and any("verdict changed" in f for f in compared.failures), compared.describe()
+    assert baseline.check_conversions(both, rows).passed, "the other class's entries are not missing cells"
+    kept = baseline.keep_other_devices(elsewhere, rows)
+    assert kept == elsewhere["conversions"], kept
+    assert baseline.keep_other_devices(recorded, rows) == [], "a cell re-recorded on its own class is replaced"
+    merged = baseline.record([], rows, kept_conversions=kept)["conversions"]
+    assert sorted(e["versions"].get("device", "cpu") for e in merged) == sorted(["bf16 cpu: AMD EPYC", *["cpu"] * len(rows)])

@@ -16,12 +16,12 @@ import json
 import pytest
 
 import adapters
-from adapters.base import GradientsUnavailable
+from adapters.base import GradientsUnavailable, device_class
 from reports.gradients import compare_gradients, loss_weights
 from reports.matrix import DEFAULT_CASE, make_probe
 
 from .conftest import ISOLATED_BACKENDS, adapter_or_skip
-from .expected_failures import device_of, expected_failure
+from .expected_failures import expected_failure
 
 pytestmark = pytest.mark.xdist_group(ISOLATED_BACKENDS)
 
@@ -54,7 +54,7 @@ NO_AUTODIFF = [
 def test_framework_gradients_agree_with_the_reference(framework, name, dtype, request):
     adapter = adapter_or_skip(framework)
     # Looked up once the adapter is loaded: some deviations depend on the device it computes on.
-    reason = expected_failure(framework, name, dtype, "gradients", device_of(adapter.versions()))
+    reason = expected_failure(framework, name, dtype, "gradients", device_class(adapter.versions()))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     config = adapter.configuration(name)

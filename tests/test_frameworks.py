@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import adapters
+from adapters.base import device_class
 from reference.precision import separation_for
 from reports.matrix import DEFAULT_CASE, DTYPES
 
 from .conftest import adapter_or_skip, measured
-from .expected_failures import device_of, expected_failure
+from .expected_failures import expected_failure
 
 # One xdist worker measures the matrix once for all the files of this group (conftest.measured; see Makefile).
 pytestmark = pytest.mark.xdist_group("matrix")
@@ -46,7 +47,7 @@ def _measured(framework: str, config_name: str, dtype, gru_comparisons):
 
 
 def _expect(request, adapter, config_name, dtype, aspect):
-    reason = expected_failure(adapter.name, config_name, dtype.name, aspect, device_of(adapter.versions()))
+    reason = expected_failure(adapter.name, config_name, dtype.name, aspect, device_class(adapter.versions()))
     if reason:
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
 

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 import adapters
+import adapters.paths
+from adapters.base import device_class
 from reference import Convention, flip_update_weighting
 from reference.compare import compare_forward, difference
 from reports.matrix import DEFAULT_CASE, compare_configuration, run_matrix
 
-from .expected_failures import EXPECTED_FAILURES, JAX_GPU_TF32, device_of, expected_failure
+from .expected_failures import EXPECTED_FAILURES, JAX_GPU_TF32, OPENVINO_BF16_DEFAULT, expected_failure
 from .fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter, swap_reset_and_update
 
 CANDIDATE_AFTER = Convention("z_on_candidate", "after")
@@ -110,16 +112,22 @@ def test_default_probe_has_nonzero_initial_state_and_distinct_lengths():
 
 def test_a_deviation_seen_only_on_a_gpu_is_expected_only_there():
     """``"haiku on gpu"`` entries apply where the adapter computes on a GPU, never on a CPU (strict xfails
-    would fail there), and each names a registered framework."""
+    would fail there), ``"onnx-openvino on bf16 cpu"`` only where OpenVINO defaults to bf16, and each names a
+    registered framework or path."""
     row = ("haiku", "hk.GRU + static_unroll", "float32", "precision")
     assert expected_failure(*row) is None
     assert expected_failure(*row, device="gpu") == JAX_GPU_TF32
     assert expected_failure("flax", "linen.RNN(GRUCell)", "float32", "gradients", device="gpu") is None
     assert expected_failure("flax", "nnx.RNN(GRUCell)", "float32", "gradients", device="gpu") == JAX_GPU_TF32
-    assert device_of({"jax": "0.11.2", "device": "gpu: NVIDIA H200"}) == "gpu"
-    assert device_of({"jax": "0.10.2", "device": "cpu"}) == device_of({"torch": "2.13.0"}) == "cpu"
+    assert device_class({"jax": "0.11.2", "device": "gpu: NVIDIA H200"}) == "gpu"
+    assert device_class({"jax": "0.10.2", "device": "cpu"}) == device_class({"torch": "2.13.0"}) == "cpu"
+    openvino = ("onnx-openvino", "GRU(linear_before_reset=1)", "float32", "precision")
+    assert expected_failure(*openvino) is None and expected_failure(*openvino, device="gpu") is None
+    assert expected_failure(*openvino, device="bf16 cpu") == OPENVINO_BF16_DEFAULT
+    assert device_class({"openvino": "2026.4.1", "device": "bf16 cpu: AMD EPYC"}) == "bf16 cpu"
     qualified = {name for name, *_ in EXPECTED_FAILURES if " on " in name}
     assert qualified, "no device-qualified entry left: drop this test and the qualifier"
     for name in qualified:
         framework, device = name.split(" on ")
-        assert framework in adapters.REGISTRY and device == "gpu", name
+        assert (framework in adapters.REGISTRY and device == "gpu"
+                or framework in adapters.paths.REGISTRY and device == "bf16 cpu"), name

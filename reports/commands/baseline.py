@@ -41,9 +41,12 @@ def run(args) -> int:
         rows = _measure(args)
         conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet))]
         kept = baseline.keep_unavailable(previous, rows)
-        written = baseline.save(baseline.record(rows, conversions, kept), target)
+        kept_conversions = baseline.keep_other_devices(previous, conversions)
+        written = baseline.save(baseline.record(rows, conversions, kept, kept_conversions), target)
         print(f"baseline written: {written}"
-              + (f" (kept {len(kept)} entries of frameworks unavailable here)" if kept else ""))
+              + (f" (kept {len(kept)} entries of frameworks unavailable here)" if kept else "")
+              + (f" (kept {len(kept_conversions)} conversion cells recorded on other device classes)"
+                 if kept_conversions else ""))
         return 0
     try:
         recorded = baseline.load(path)  # a broken file is refused before the matrix runs
