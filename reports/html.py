@@ -81,9 +81,10 @@ class Finding:
     anchor: str
 
 
-# A measured number as the findings write it (1.8e-07, 2e-12): runs whose findings differ only in these
-# are one finding, given with the range of each number. Plain numbers (versions, line numbers) never vary so.
-_MEASURED_NUMBER = re.compile(r"\d(?:\.\d+)?e[-+]\d+")
+# A measured number as the findings write it (1.8e-07, 2e-12, or 0.0037 where ``:.2g`` keeps it decimal):
+# runs whose findings differ only in these are one finding, given with the range of each number. Plain
+# numbers (versions such as 2026.4.1 or 0.6.0, line numbers, 1.0) never vary so and are not matched.
+_MEASURED_NUMBER = re.compile(r"\d(?:\.\d+)?e[-+]\d+|(?<![\w.])0\.\d+(?![\w.]*\d)")
 
 
 @dataclass
