@@ -50,12 +50,16 @@ _HEADER = struct.Struct("!Q")
 DEFAULT_TIMEOUT = 300.0
 
 
+# What a WorkerCrashed message puts between how the worker died and the tail of its output.
+LAST_OUTPUT = "; its last output:"
+
+
 class WorkerCrashed(RuntimeError):
     """The worker process died or hung; ``status`` says how, ``output`` is the tail of what it printed."""
 
     def __init__(self, target: str, status: str, output: str):
         tail = output.strip()[-2000:]
-        super().__init__(f"{target}: the worker process {status}" + (f"; its last output:\n{tail}" if tail else ""))
+        super().__init__(f"{target}: the worker process {status}" + (f"{LAST_OUTPUT}\n{tail}" if tail else ""))
         self.target = target
         self.status = status
         self.output = output

@@ -15,6 +15,7 @@ import numpy as np
 
 import adapters
 from adapters import Adapter, AdapterUnavailable, ForwardResult, LayerConfig
+from adapters.isolation import LAST_OUTPUT
 from reference import Convention, ForwardDifference, compare_forward, gru_stack, tolerance_for
 from reference.identify import Identification, Observation, Structure, design_probe, identify_observations
 from reference.params import layer_input_size
@@ -79,6 +80,13 @@ def reference_forward(config: LayerConfig, probe: StackProbe, convention: Conven
         **dict(config.reference_options),
     )
     return ForwardResult(outputs if config.returns_sequences else None, h_last)
+
+
+def error_headline(error: str) -> str:
+    """An error's first line, for a finding: the row keeps the whole message, such as the C++ call chain a
+    crashed worker printed last (``adapters.isolation.WorkerCrashed``), which the banner need not repeat."""
+    lines = error.strip().splitlines()
+    return lines[0].removesuffix(LAST_OUTPUT) if lines else error
 
 
 @dataclass
@@ -153,7 +161,7 @@ class ConfigResult:
         """
         documented = [("documentation", text) for text in self.config.documentation_findings]
         if self.error:
-            return [("failure", f"failed to run: {self.error}")] + documented
+            return [("failure", f"failed to run: {error_headline(self.error)}")] + documented
         identification = self.identification
         found = []
         if self.matched is None:

@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from adapters import LayerConfig
+from adapters.isolation import WorkerCrashed
 from reference import Convention
 from reports.html import Finding, Verdict, build_report, render_html, write_report
 from reports.markdown import render_markdown
@@ -159,3 +160,21 @@ def test_gradient_and_conversion_findings_are_listed_in_the_banner_and_link_to_t
         assert f'href="#{finding.anchor}"' in banner and finding.anchor in _ids(html), finding
     assert re.search(r'<details class="config finding" id="no-c-h-gradient-fakegru-float64" open>', html)
     assert "| conversion |" in render_markdown(report) and "| gradients |" in render_markdown(report)
+
+
+def test_a_crashed_workers_last_output_is_evidence_in_its_row_not_in_the_banner():
+    """Two dtypes of one configuration crash with call chains that differ (float vs double): the banner gives
+    the headline once for both; the row still prints the whole message."""
+    rows = []
+    for dtype, kernel in ((np.float32, "float"), (np.float64, "double")):
+        row = _row(CrashingAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="segfaulting"), dtype)
+        row.error = str(WorkerCrashed("segfaulting cfg", "was killed by signal SIGSEGV (11)",
+                                      f"FatalError: Segmentation fault\nphi::RnnKernel<{kernel}, phi::CPUContext>"))
+        rows.append(row)
+    report = build_report(rows, FIXED_TIME)
+    (group,) = report.verdict.groups
+    assert group.text == "failed to run: segfaulting cfg: the worker process was killed by signal SIGSEGV (11)", group.text
+    html = render_html(report)
+    banner = html[html.index('<ul id="findings">') : html.index("</ul>", html.index('<ul id="findings">'))]
+    assert "RnnKernel" not in banner, banner
+    assert "phi::RnnKernel&lt;float, phi::CPUContext&gt;" in html and "RnnKernel&lt;double" in html, "the rows keep the evidence"
