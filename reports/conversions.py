@@ -13,10 +13,10 @@ Containment: ``BaseException`` other than ``KeyboardInterrupt`` is contained per
 measured here raise Python exceptions, onnx2tf's ``SystemExit`` included). A crash of the interpreter
 itself (a segfault in a converter's native code) is contained with ``contained=True``: every cell then
 runs in one worker process (``adapters.isolation``, environment ``CONTAINED_ENV``), which a crash
-replaces, and the crashed cell is a failed row saying so. ``gru-equiv convert`` runs that way: its
-process imports no framework, so the worker pays each import once, as this process would. The report's
-audit runs in the report's own process, which has imported torch and TensorFlow for the matrix already:
-a worker would pay those imports (about 8 s of CPU) a second time.
+replaces, and the crashed cell is a failed row saying so. ``gru-equiv convert``, ``report`` and ``baseline``
+run that way. The report's own process has imported torch and TensorFlow for the matrix already, so the
+worker pays those imports a second time: measured, the whole report takes 14.8-16.5 s instead of 13.0-13.2 s
+(26-29 s of CPU instead of 25-26 s), the price of a report that survives a converter's segfault.
 
 By default each path runs its first source configuration (the one-layer one) in its first dtype;
 ``sources="all"`` runs every configuration the path takes, in every dtype it keeps.
@@ -321,7 +321,8 @@ def conversions_to_json(rows: list[ConversionResult]) -> list[dict]:
     return [row.to_json() for row in rows]
 
 
-def conversions_for_matrix(matrix_rows, progress=None, case: Case = DEFAULT_CASE) -> list[ConversionResult]:
+def conversions_for_matrix(matrix_rows, progress=None, case: Case = DEFAULT_CASE, contained: bool = False
+                           ) -> list[ConversionResult]:
     """The default conversion cells whose source configuration the framework matrix covered, plus a row
     for each unavailable path (what ``make report`` and ``gru-equiv baseline`` run)."""
     covered = set()
@@ -329,11 +330,11 @@ def conversions_for_matrix(matrix_rows, progress=None, case: Case = DEFAULT_CASE
         document = row if isinstance(row, dict) else row.to_json()
         if "unavailable" not in document and document.get("config"):
             covered.add((document["framework"], document["config"]))
-    return run_conversions(None, "default", None, case, progress, only_sources=covered)
+    return run_conversions(None, "default", None, case, progress, only_sources=covered, contained=contained)
 
 
-def conversions_for_frameworks(frameworks: list[str] | None, progress=None, case: Case = DEFAULT_CASE
-                               ) -> list[ConversionResult]:
+def conversions_for_frameworks(frameworks: list[str] | None, progress=None, case: Case = DEFAULT_CASE,
+                               contained: bool = False) -> list[ConversionResult]:
     """The same cells as ``conversions_for_matrix`` for a matrix of every configuration of ``frameworks``
     (None: all), known before it runs: the report audits the paths while worker processes measure the
     rest of the matrix (``reports.matrix.run_matrix(alongside=...)``)."""
@@ -341,7 +342,7 @@ def conversions_for_frameworks(frameworks: list[str] | None, progress=None, case
     covered = {(path.source, config) for path in paths.status().values()
                if not isinstance(path, PathUnavailable) and path.source in selected
                for config in path.source_configs()}
-    return run_conversions(None, "default", None, case, progress, only_sources=covered)
+    return run_conversions(None, "default", None, case, progress, only_sources=covered, contained=contained)
 
 
 @dataclass

@@ -210,6 +210,27 @@ def test_convert_contains_a_converter_that_crashes_the_process_and_goes_on(monke
     assert (after["path"], after["verdict"]) == ("identity", "exact"), after
 
 
+def test_report_contains_a_converter_that_crashes_the_process_and_is_written(monkeypatch, tmp_path, capsys):
+    """``gru-equiv report`` audits in a worker as ``convert`` does: the segfaulting path is a failed cell of the
+    written report, and the next path still runs."""
+    from reports.cli import main
+
+    adapter_or_skip("onnxruntime")
+    monkeypatch.setattr(paths, "REGISTRY", {"crashing": "tests.crashing_path:CRASHING",
+                                            "identity": "tests.crashing_path:IDENTITY"})
+    paths._load.cache_clear()
+    try:
+        assert main(["report", "--frameworks", "onnxruntime", "--dtypes", "float32", "--quiet", "--jobs", "1",
+                     "--out", str(tmp_path)]) == 0
+    finally:
+        paths._load.cache_clear()
+    crashed, after = json.loads((tmp_path / "report.json").read_text())["conversions"]
+    assert (crashed["path"], crashed["verdict"]) == ("crashing", "failed"), crashed
+    assert "the conversion crashed: the process running it was killed by signal SIGSEGV (11)" in crashed["detail"], crashed
+    assert (after["path"], after["verdict"]) == ("identity", "exact"), after
+    assert "killed by signal SIGSEGV" in (tmp_path / "index.html").read_text()
+
+
 def test_a_contained_cell_whose_path_the_worker_cannot_load_is_unavailable_with_the_reason(monkeypatch):
     """Usable in this process, not in the worker (here: a path object this process alone holds, under a registry
     line the worker cannot import): one "unavailable" row naming the worker's reason, never a traceback."""

@@ -39,7 +39,7 @@ def run(args) -> int:
         except baseline.BaselineError:
             previous = None  # a broken file is replaced, not merged
         rows = _measure(args)
-        conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet))]
+        conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet), contained=True)]
         kept = baseline.keep_unavailable(previous, rows)
         kept_conversions = baseline.keep_other_devices(previous, conversions)
         written = baseline.save(baseline.record(rows, conversions, kept, kept_conversions), target)
@@ -55,7 +55,7 @@ def run(args) -> int:
     rows = _measure(args)
     result = baseline.check(recorded, rows, allow_new=args.allow_new)
     # The conversion paths whose source configuration the matrix covered (reports/conversions.py).
-    conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet))]
+    conversions = [row.to_json() for row in conversions_for_matrix(rows, progress_printer(args.quiet), contained=True)]
     covered = {(row["framework"], row["config"]) for row in rows if "unavailable" not in row and row.get("config")}
     converted = baseline.check_conversions(recorded, conversions, covered, allow_new=args.allow_new)
     result.failures += converted.failures

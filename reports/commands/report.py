@@ -26,14 +26,15 @@ def run(args) -> int:
     out = output_directory(args.out, "--out")  # before the matrix: a bad place costs no work
     progress = progress_printer(args.quiet)
     # The conversion paths whose source configurations the matrix covers, one configuration per path, audited
-    # in this process while worker processes finish the matrix (reports.conversions).
+    # while worker processes finish the matrix; the cells run in a worker of their own, so a converter's
+    # segfault is a failed cell, not the end of the report (reports.conversions, contained=True).
     from ..conversions import conversions_for_frameworks
     from ..matrix import Case
 
     conversions = []
 
     def audit_conversions():
-        conversions.extend(conversions_for_frameworks(args.frameworks, progress, Case(seed=args.seed)))
+        conversions.extend(conversions_for_frameworks(args.frameworks, progress, Case(seed=args.seed), contained=True))
 
     rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress,
                          gradients=args.gradients, jobs=args.jobs, alongside=audit_conversions)
