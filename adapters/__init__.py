@@ -72,8 +72,16 @@ def status() -> dict[str, Adapter | AdapterUnavailable]:
     return {name: _load(name) for name in REGISTRY}
 
 
+def ensure_registered(name: str, registry_line: str) -> None:
+    """Make ``name`` name ``registry_line`` ("module" or "module:ATTRIBUTE") here, as it does in the process that
+    asks: a worker process measuring a framework for its caller finds an adapter the caller registered (a test's)."""
+    if REGISTRY.get(name) != registry_line:
+        REGISTRY[name] = registry_line
+        _load.cache_clear()
+
+
 def available() -> list[Adapter]:
     return [adapter for adapter in status().values() if isinstance(adapter, Adapter)]
 
 
-__all__ = ["assert_gru_equivalent", "Adapter", "AdapterUnavailable", "ForwardResult", "LayerConfig", "REGISTRY", "available", "get", "mask_lengths", "status"]
+__all__ = ["assert_gru_equivalent", "Adapter", "AdapterUnavailable", "ForwardResult", "LayerConfig", "REGISTRY", "available", "ensure_registered", "get", "mask_lengths", "status"]

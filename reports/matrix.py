@@ -245,15 +245,19 @@ class UnavailableFramework:
         return {"framework": self.framework, "unavailable": self.reason}
 
 
-# Measured in this process even when other lanes run in workers: the conversion audit's sources and
-# tools import torch and TensorFlow here anyway (seconds each), so no such import is paid twice. ONNX
-# Runtime imports in a fraction of a second and goes to the workers, which this process's share (with
-# the audit) outlasts otherwise.
+# This lane's share (this process, or with ``contained=True`` the CONTAINED_ENV worker) even when other lanes
+# run: the conversion audit, which follows it in the same process, imports torch and TensorFlow anyway (seconds
+# each), so no such import is paid twice. ONNX Runtime imports in a fraction of a second and goes to the other
+# lanes, which this lane's share (with the audit) outlasts otherwise.
 IN_PROCESS = ("torch", "keras", "tf-legacy", "torch-cuda")
 # The rest are shared out slowest first (as measured on 2 cores, imports included), so whichever lane
 # frees up last is left a short one; frameworks not named here follow in registry order.
 SLOWEST_FIRST = ("keras-torch", "keras-jax", "flax", "paddle", "onnxruntime", "onnx-reference")
 LANE_TIMEOUT_S = 3600.0
+# With ``contained=True`` (the gru-equiv commands) the IN_PROCESS share is measured in this worker instead, one
+# framework a call, so a framework's segfault costs its rows only; the report's conversion audit runs in the same
+# worker (reports.conversions), which has imported torch and TensorFlow for the matrix already.
+CONTAINED_ENV = {"GRU_EQUIV_CONTAINED_LANE": "1"}
 
 
 def _lane_environment(index: int) -> dict[str, str]:
@@ -307,9 +311,35 @@ def _measure_lane(frameworks, dtypes, case, configs, progress, gradients):
     return rows, unknown_names
 
 
-def _lane_in_worker(frameworks, dtypes, case, configs, gradients):
-    """The worker side of a background lane (``adapters.isolation`` calls it by name)."""
+def _lane_in_worker(frameworks, registry_lines, dtypes, case, configs, gradients):
+    """The worker side of a lane (``adapters.isolation`` calls it by name)."""
+    for name, line in registry_lines.items():
+        adapters.ensure_registered(name, line)
     return _measure_lane(frameworks, dtypes, case, configs, None, gradients)
+
+
+def _measure_in_worker(name: str, arguments: tuple, env: dict[str, str]):
+    """One framework's rows, and the unknown ``configs`` names, measured in the worker for ``env``; a crash of the
+    worker is one unavailable row saying how it died, and the next call gets a new worker."""
+    from adapters import isolation
+
+    try:
+        return isolation.call("reports.matrix:_lane_in_worker", [name], {name: adapters.REGISTRY[name]}, *arguments,
+                              env=env, timeout=LANE_TIMEOUT_S)
+    except isolation.WorkerCrashed as crash:
+        return [UnavailableFramework(name, f"the worker process measuring it {crash.status}")], set(arguments[2] or ())
+
+
+def _measure_contained(frameworks, arguments: tuple, progress):
+    """``_measure_lane`` with every framework measured in the CONTAINED_ENV worker."""
+    rows, unknown_names = [], set(arguments[2] or ())
+    for name in frameworks:
+        if progress:
+            progress(f"{name} (in a worker process)")
+        framework_rows, unknown = _measure_in_worker(name, arguments, CONTAINED_ENV)
+        rows += framework_rows
+        unknown_names &= unknown
+    return rows, unknown_names
 
 
 class _SharedFrameworks:
@@ -329,25 +359,20 @@ class _SharedFrameworks:
             return self.pending.pop(-1 if shortest else 0) if self.pending else None
 
     def in_worker(self, index: int) -> None:
-        from adapters import isolation
-
         while (name := self.take()) is not None:
             try:
-                self.measured[name] = isolation.call(
-                    "reports.matrix:_lane_in_worker", [name], *self.arguments,
-                    env=_lane_environment(index), timeout=LANE_TIMEOUT_S,
-                )
-            except isolation.WorkerCrashed as crash:  # the next framework gets a new worker
-                self.measured[name] = ([UnavailableFramework(name, f"the worker process measuring it {crash.status}")],
-                                       set(self.arguments[2] or ()))
+                self.measured[name] = _measure_in_worker(name, self.arguments, _lane_environment(index))
             except BaseException as error:  # handed to the caller by ``here``
                 self.measured[name] = error
 
-    def here(self, progress) -> None:
+    def here(self, progress, contained: bool = False) -> None:
         dtypes, case, configs, gradients = self.arguments
         # From the short end: the slow ones stay with the workers, whose environment hosts some of them.
         while (name := self.take(shortest=True)) is not None:
-            self.measured[name] = _measure_lane([name], dtypes, case, configs, progress, gradients)
+            if contained:
+                self.measured[name] = _measure_contained([name], self.arguments, progress)
+            else:
+                self.measured[name] = _measure_lane([name], dtypes, case, configs, progress, gradients)
 
 
 def run_matrix(
@@ -360,6 +385,7 @@ def run_matrix(
     gradients: bool = False,
     jobs: int = 1,
     alongside=None,
+    contained: bool = False,
 ) -> list[ConfigResult | UnavailableFramework]:
     """Every selected configuration x dtype; a framework that cannot load becomes one row with its reason.
 
@@ -368,7 +394,9 @@ def run_matrix(
     left: the same rows, in registry order, in about half the time on two cores. ``alongside()`` runs
     in this process after its share, while the workers go on (the report runs the conversion audit
     there). ``gradients``: also compare every row's gradients (``reports.gradients``), in the lane that
-    measured it.
+    measured it. ``contained``: what this process would measure is measured in the ``CONTAINED_ENV`` worker,
+    one framework a call, so a framework that crashes its process (a segfault in native code) is one unavailable
+    row saying so and the matrix goes on; this process then imports no framework for the matrix.
     """
     frameworks = list(frameworks or adapters.REGISTRY)
     local = [name for name in frameworks if jobs <= 1 or name in IN_PROCESS]
@@ -381,10 +409,13 @@ def run_matrix(
             lane.start()
         if progress:
             progress(f"{', '.join(shared.pending)} in {len(lanes)} worker process(es), alongside this one")
-    rows, unknown_names = _measure_lane(local, dtypes, case, configs, progress, gradients)
+    if contained:
+        rows, unknown_names = _measure_contained(local, shared.arguments, progress)
+    else:
+        rows, unknown_names = _measure_lane(local, dtypes, case, configs, progress, gradients)
     if alongside is not None:
         alongside()
-    shared.here(progress)
+    shared.here(progress, contained)
     for lane in lanes:
         lane.join()
     for name, outcome in shared.measured.items():

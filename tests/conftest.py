@@ -101,6 +101,16 @@ def measured(adapter: adapters.Adapter, config, dtype, case=None):
     return _MEASURED[key]
 
 
+def render_from_the_memo(patch: pytest.MonkeyPatch) -> None:
+    """Make a gru-equiv command run in this process take its rows from ``measured``: every row is computed here
+    (the commands' contained lanes would measure again in a worker process, which the memo does not reach)."""
+    from reports import matrix
+
+    patch.setattr(matrix, "compare_configuration", measured)
+    patch.setattr(matrix, "_measure_contained", lambda frameworks, arguments, progress: matrix._measure_lane(
+        frameworks, *arguments[:3], progress, arguments[3]))
+
+
 def _original_compare():
     from reports import matrix
 
@@ -115,13 +125,12 @@ def check_json():
     """One run of ``gru-equiv check --json`` over the whole matrix (in-process: the same code as the
     console script, whose installation ``test_cli`` checks separately, without a second framework import),
     sharing its measurements with the framework templates (``measured``: the matrix measured in lanes once)."""
-    from reports import matrix
     from reports.cli import main
 
     _measure_the_matrix_in_lanes()
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
-        patch.setattr(matrix, "compare_configuration", measured)
+        render_from_the_memo(patch)
         # --jobs 1: this process renders every row from the memo (worker processes would measure again).
         assert main(["check", "--json", "--jobs", "1"]) == 0
     return json.loads(stdout.getvalue())

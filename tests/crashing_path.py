@@ -1,5 +1,6 @@
-"""Conversion paths for the containment test (tests/test_conversions.py): one whose converter kills its own
-process with SIGSEGV, as a crash in a converter's native code would, and one that passes the source through."""
+"""For the containment tests: conversion paths (tests/test_conversions.py), one whose converter kills its own
+process with SIGSEGV, as a crash in a converter's native code would, and one that passes the source through; and
+framework adapters (tests/test_lanes.py), one that segfaults in its forward pass and one that computes as documented."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 
 from adapters.paths.base import ConversionPath, Converted
+from tests.fake_adapters import PREVIOUS_AFTER, ReferenceBackedAdapter
 
 
 class _OnnxRuntimeSourced(ConversionPath):
@@ -38,3 +40,14 @@ class IdentityPath(_OnnxRuntimeSourced):
 
 CRASHING = CrashingPath()
 IDENTITY = IdentityPath()
+
+
+class SegfaultingAdapter(ReferenceBackedAdapter):
+    """A framework whose forward pass kills its own process with SIGSEGV, as a crash in native code would."""
+
+    def run(self, layer, x, h0=None, mask=None):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+SEGFAULTING_ADAPTER = SegfaultingAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="segfaulting")
+HONEST_ADAPTER = ReferenceBackedAdapter(PREVIOUS_AFTER, PREVIOUS_AFTER, name="honest")

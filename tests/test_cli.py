@@ -209,3 +209,40 @@ def test_the_command_ends_with_the_status_and_output_of_main(capsys):
         main(["check", "--jobs", "0"])
     assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", capsys.readouterr().err)
     assert stopped.value.code == 2 and "--jobs" in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "report"])
+def test_a_framework_that_segfaults_is_an_unavailable_row_and_the_command_goes_on(command, monkeypatch, capsys, tmp_path):
+    """check and report measure in worker processes (run_matrix(contained=True)): a forward pass that kills its
+    process (tests/crashing_path.py) is one unavailable row saying how, and the other framework's rows stand."""
+    monkeypatch.setitem(adapters.REGISTRY, "segfaulting", "tests.crashing_path:SEGFAULTING_ADAPTER")
+    monkeypatch.setitem(adapters.REGISTRY, "honest", "tests.crashing_path:HONEST_ADAPTER")
+    adapters._load.cache_clear()
+    try:
+        options = ["--json"] if command == "check" else ["--out", str(tmp_path), "--quiet"]
+        # --jobs 1: no background lane, so only containment keeps the segfault out of this process.
+        assert main([command, "--frameworks", "segfaulting", "honest", "--dtypes", "float32", "--jobs", "1",
+                     *options]) == 0
+    finally:
+        adapters._load.cache_clear()
+    if command == "check":
+        rows = json.loads(capsys.readouterr().out)
+    else:
+        rows = [*json.loads((tmp_path / "report.json").read_text())["results"],
+                *json.loads((tmp_path / "report.json").read_text())["unavailable"]]
+    crashed = [row for row in rows if row["framework"] == "segfaulting"]
+    assert len(crashed) == 1 and "killed by signal SIGSEGV (11)" in json.dumps(crashed[0]), crashed
+    assert [row["matched"] for row in rows if row["framework"] == "honest"] == ["z_on_previous+reset_after"], rows
+
+
+def test_identify_on_a_framework_that_segfaults_says_so_in_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(adapters.REGISTRY, "segfaulting", "tests.crashing_path:SEGFAULTING_ADAPTER")
+    adapters._load.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["identify", "--framework", "segfaulting"])
+    finally:
+        adapters._load.cache_clear()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert "segfaulting: the worker process measuring it was killed by signal SIGSEGV (11)" in err, err

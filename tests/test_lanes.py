@@ -29,13 +29,31 @@ def _json(rows):
     return [row.to_json() for row in rows]
 
 
-def test_two_lanes_measure_the_same_rows_as_one_process_each_framework_once(monkeypatch):
+ONNX_FRAMEWORKS = ["onnxruntime", "onnx-reference"]
+BOTH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@pytest.fixture
+def measured_alone():
+    """The two ONNX frameworks' rows measured in this process alone: what every way of sharing them out must give."""
     adapter_or_skip("onnxruntime")
     adapter_or_skip("onnx-reference")
-    frameworks = ["onnxruntime", "onnx-reference"]
-    dtypes = (np.dtype(np.float32), np.dtype(np.float64))
-    alone = matrix.run_matrix(frameworks, dtypes, configs=LANE_CONFIGS, jobs=1)
+    return matrix.run_matrix(ONNX_FRAMEWORKS, BOTH_DTYPES, configs=LANE_CONFIGS, jobs=1)
 
+
+def _spy_on_this_process(monkeypatch) -> list[str]:
+    """The frameworks ``_measure_lane`` measures in this process from now on (filled as it runs)."""
+    here, real_measure = [], matrix._measure_lane
+
+    def measured_here(names, *args, **kwargs):
+        here.extend(names)
+        return real_measure(names, *args, **kwargs)
+
+    monkeypatch.setattr(matrix, "_measure_lane", measured_here)
+    return here
+
+
+def test_two_lanes_measure_the_same_rows_as_one_process_each_framework_once(monkeypatch, measured_alone):
     sent, real_call = [], isolation.call
 
     def spy(target, *args, **kwargs):
@@ -43,21 +61,15 @@ def test_two_lanes_measure_the_same_rows_as_one_process_each_framework_once(monk
             sent.append(args[0])
         return real_call(target, *args, **kwargs)
 
-    here, real_measure = [], matrix._measure_lane
-
-    def measured_here(names, *args, **kwargs):
-        here.extend(names)
-        return real_measure(names, *args, **kwargs)
-
     monkeypatch.setattr(isolation, "call", spy)
-    monkeypatch.setattr(matrix, "_measure_lane", measured_here)
+    here = _spy_on_this_process(monkeypatch)
     monkeypatch.setattr(matrix, "IN_PROCESS", ("onnxruntime",))
-    laned = matrix.run_matrix(frameworks, dtypes, configs=LANE_CONFIGS, jobs=2)
-    assert _json(laned) == _json(alone)
-    assert [row.framework for row in laned] == [row.framework for row in alone], "registry order is kept"
+    laned = matrix.run_matrix(ONNX_FRAMEWORKS, BOTH_DTYPES, configs=LANE_CONFIGS, jobs=2)
+    assert _json(laned) == _json(measured_alone)
+    assert [row.framework for row in laned] == [row.framework for row in measured_alone], "registry order is kept"
     in_workers = [name for names in sent for name in names]
     assert "onnxruntime" in here and "onnxruntime" not in in_workers, "IN_PROCESS frameworks are measured here"
-    assert sorted(here + in_workers) == sorted(frameworks), (here, in_workers)
+    assert sorted(here + in_workers) == sorted(ONNX_FRAMEWORKS), (here, in_workers)
 
 
 def test_a_configuration_name_is_unknown_only_if_no_lane_has_it():
@@ -84,6 +96,34 @@ def test_a_lane_whose_worker_dies_reports_its_framework_with_the_reason(monkeypa
         (row,), unknown = shared.measured[name]
         assert isinstance(row, matrix.UnavailableFramework) and row.framework == name
         assert row.reason == "the worker process measuring it was killed by signal SIGSEGV (11)"
+
+
+def test_a_contained_matrix_measures_the_same_rows_with_nothing_measured_here(monkeypatch, measured_alone):
+    """``contained=True`` (the gru-equiv commands) moves this process's share into the CONTAINED_ENV worker."""
+    here = _spy_on_this_process(monkeypatch)
+    for jobs, in_process in ((1, ()), (2, ("onnxruntime",))):
+        monkeypatch.setattr(matrix, "IN_PROCESS", in_process)
+        contained = matrix.run_matrix(ONNX_FRAMEWORKS, BOTH_DTYPES, configs=LANE_CONFIGS, jobs=jobs, contained=True)
+        assert _json(contained) == _json(measured_alone), f"jobs={jobs}"
+    assert here == [], f"measured in this process although contained: {here}"
+
+
+def test_a_contained_matrix_survives_a_framework_that_segfaults_and_finds_caller_registered_adapters(monkeypatch):
+    """A forward pass that kills its process (tests/crashing_path.py) costs that framework's rows only: one
+    unavailable row saying how the worker died; the adapter registered by this test reaches the worker too."""
+    import adapters
+
+    monkeypatch.setitem(adapters.REGISTRY, "segfaulting", "tests.crashing_path:SEGFAULTING_ADAPTER")
+    monkeypatch.setitem(adapters.REGISTRY, "honest", "tests.crashing_path:HONEST_ADAPTER")
+    adapters._load.cache_clear()
+    try:
+        rows = matrix.run_matrix(["segfaulting", "honest"], (np.dtype(np.float32),), jobs=1, contained=True)
+    finally:
+        adapters._load.cache_clear()
+    crashed, *honest = rows
+    assert isinstance(crashed, matrix.UnavailableFramework) and crashed.framework == "segfaulting", crashed
+    assert crashed.reason == "the worker process measuring it was killed by signal SIGSEGV (11)", crashed.reason
+    assert honest and all(row.framework == "honest" and row.matched == row.claimed for row in honest), honest
 
 
 def test_the_shared_queue_starts_with_the_slowest_frameworks():

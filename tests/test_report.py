@@ -37,9 +37,7 @@ REPORT_PATHS = ["torch-onnx-script", "keras-tflite", "onnx-float16", "onnx-onnx2
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
     """``gru-equiv report`` with defaults, in-process (``check_json`` already covers the console script)."""
-    from reports import matrix
-
-    from .conftest import measured
+    from .conftest import render_from_the_memo
 
     out = tmp_path_factory.mktemp("report")
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -50,9 +48,10 @@ def full_report(tmp_path_factory):
 
     run_conversions = conversions.run_conversions
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        patch.setattr(matrix, "compare_configuration", measured)
-        patch.setattr(conversions, "run_conversions",
-                      lambda path_ids=None, *args, **kwargs: run_conversions(path_ids or REPORT_PATHS, *args, **kwargs))
+        render_from_the_memo(patch)
+        # In this process too (contained=False): the report's containment is tested in tests/test_cli.py.
+        patch.setattr(conversions, "run_conversions", lambda path_ids=None, *args, **kwargs: run_conversions(
+            path_ids or REPORT_PATHS, *args, **{**kwargs, "contained": False}))
         assert main(["report", "--out", str(out), "--jobs", "1"]) == 0  # one process: workers would not share the memo
     assert f"report written: {(out / 'index.html').resolve()}" in stdout.getvalue()
     assert "framework configuration" in stdout.getvalue()  # the table is printed too

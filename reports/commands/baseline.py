@@ -26,7 +26,7 @@ def add_parser(commands) -> None:
 
 def _measure(args) -> list[dict]:
     results = run_matrix(None, DTYPES, Case(seed=0), None, progress_printer(args.quiet),
-                         gradients=args.gradients, jobs=args.jobs)
+                         gradients=args.gradients, jobs=args.jobs, contained=True)
     return [row.to_json() for row in results]
 
 

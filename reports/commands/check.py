@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     progress = progress_printer(args.json or args.quiet)
     rows = run_selection(args.frameworks, args.config, args.dtypes, args.seed, progress,
-                         gradients=args.gradients, jobs=args.jobs)
+                         gradients=args.gradients, jobs=args.jobs, contained=True)
     if args.json:
         json.dump([row.to_json() for row in rows], sys.stdout, indent=2)
         print()

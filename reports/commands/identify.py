@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    rows = run_selection([args.framework], args.config, args.dtypes, args.seed)
+    rows = run_selection([args.framework], args.config, args.dtypes, args.seed, contained=True)
     if args.json:
         payload = []
         for row in rows:

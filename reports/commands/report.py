@@ -37,7 +37,7 @@ def run(args) -> int:
         conversions.extend(conversions_for_frameworks(args.frameworks, progress, Case(seed=args.seed), contained=True))
 
     rows = run_selection(args.frameworks, None, args.dtypes, args.seed, progress,
-                         gradients=args.gradients, jobs=args.jobs, alongside=audit_conversions)
+                         gradients=args.gradients, jobs=args.jobs, alongside=audit_conversions, contained=True)
     html_path, json_path = write_report(rows, out, conversions=conversions)
     print(render_ecosystem_text(build_ecosystem(rows)))
     print()
