@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from .base import Adapter, ForwardResult, FrameworkUnavailable, LayerConfig, mask_lengths
+from .base import Adapter, ForwardResult, FrameworkUnavailable, LayerConfig, mask_lengths, set_registry_line
 
 # name -> module defining ``ADAPTER`` (or ``module:ATTRIBUTE`` when one module serves several);
 # the framework is imported only when the adapter is asked for. One line per framework.
@@ -73,11 +73,8 @@ def status() -> dict[str, Adapter | AdapterUnavailable]:
 
 
 def ensure_registered(name: str, registry_line: str) -> None:
-    """Make ``name`` name ``registry_line`` ("module" or "module:ATTRIBUTE") here, as it does in the process that
-    asks: a worker process measuring a framework for its caller finds an adapter the caller registered (a test's)."""
-    if REGISTRY.get(name) != registry_line:
-        REGISTRY[name] = registry_line
-        _load.cache_clear()
+    """``name`` reads ``registry_line`` ("module" or "module:ATTRIBUTE") here (``base.set_registry_line``)."""
+    set_registry_line(REGISTRY, _load, name, registry_line)
 
 
 def available() -> list[Adapter]:

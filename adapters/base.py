@@ -116,6 +116,15 @@ class LayerConfig:
         return f"{self.framework}:{self.name}"
 
 
+def set_registry_line(registry: dict[str, str], load, name: str, line: str) -> None:
+    """Make ``registry[name]`` read ``line`` here, as it does in the process that asks: a worker process measuring
+    for its caller finds an adapter or conversion path the caller registered itself (a test's). ``load`` is the
+    registry's cached loader, cleared when a line changes."""
+    if registry.get(name) != line:
+        registry[name] = line
+        load.cache_clear()
+
+
 def device_class(versions: dict[str, str]) -> str:
     """Where a measurement was made, as a class of machine: the part of ``versions()["device"]`` before its
     colon (``"gpu: NVIDIA H200"`` -> ``"gpu"``; ``"bf16 cpu: AMD EPYC"`` -> ``"bf16 cpu"``), ``"cpu"`` where an

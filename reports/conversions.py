@@ -39,8 +39,9 @@ from adapters.paths.onnx_audit import VERDICTS, judge
 from adapters.paths.onnx_common import summarize_emitted
 from reference.identify import Identification, Observation, Structure, identify_observations
 
-from .matrix import CONTAINED_ENV as MATRIX_CONTAINED_ENV
-from .matrix import DEFAULT_CASE, Case, make_probe
+# CONTAINED_ENV: the worker of contained cells is the contained matrix's, so a report imports torch and
+# TensorFlow once for both; one process runs every cell, a new one after a crash.
+from .matrix import CONTAINED_ENV, DEFAULT_CASE, Case, make_probe
 
 VERDICT_COLOURS = {"exact": "pass", "precision only": "precision", "formula changed": "fail", "mistake named": "fail",
                    "failed": "fail", "refused": "refused", "unavailable": "unavailable"}
@@ -229,9 +230,6 @@ def _judge_cell(result: ConversionResult, config, probe, dtype, source_run, obse
     result.verdict, result.detail = judge(result.identification, config.claimed)
 
 
-# The worker environment of contained cells: one process runs them all, a new one after a crash. It is the
-# contained matrix's worker (reports.matrix.CONTAINED_ENV), so a report imports torch and TensorFlow once for both.
-CONTAINED_ENV = MATRIX_CONTAINED_ENV
 CONTAINED_CELL_TIMEOUT_S = 1800.0
 
 
@@ -252,7 +250,7 @@ def _contained_cell(path: ConversionPath, config_name: str, dtype: str, case: Ca
         tail = " ".join(crash.output.split())[-500:]
         return ConversionResult(path.id, path.title, path.tool, path.source, config_name, dtype, {}, "failed",
                                 f"the conversion crashed: the process running it {crash.status}"
-                                + (f"; its last output: {tail}" if tail else ""),
+                                + (f"{isolation.LAST_OUTPUT} {tail}" if tail else ""),
                                 full_precision_setting=path.full_precision_setting, seed=case.seed)
     except PathUnavailable as unavailable:  # usable here, not in the worker's environment
         return ConversionResult(path.id, path.title, path.tool, path.source, config_name, dtype, {}, "unavailable",

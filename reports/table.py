@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reference import Convention
 
-from .matrix import ConfigResult, UnavailableFramework
+from .matrix import ConfigResult, UnavailableFramework, error_headline
 
 
 def _format_error(value: float | None) -> str:
@@ -22,9 +22,8 @@ def render_table(rows: list[ConfigResult | UnavailableFramework], gradients: boo
     notes: dict[str, int] = {}
 
     def note(text: str) -> str:
-        # Its first line: a crash report's tail (many lines) would break the notes; the JSON and the page keep it all.
-        first_line = (text.splitlines() or [""])[0]
-        return f"[{notes.setdefault(first_line, len(notes) + 1)}]"
+        # The headline: a crash report's tail (many lines) would break the notes; the JSON and the page keep it all.
+        return f"[{notes.setdefault(error_headline(text), len(notes) + 1)}]"
 
     lines = []
     for row in rows:

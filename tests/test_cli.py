@@ -179,7 +179,7 @@ def test_a_long_reason_is_a_note_under_the_table_shared_by_the_rows_that_give_it
 
     adapter = ReferenceBackedAdapter(Convention("z_on_previous", "after"), Convention("z_on_previous", "after"))
     (config,) = adapter.configurations()[:1]
-    refusal = "RuntimeError: " + "the runtime cannot run this graph in float64 " * 5
+    refusal = "RuntimeError: " + " ".join(["the runtime cannot run this graph in float64"] * 5)
     rows = [ConfigResult(adapter.name, config, np.dtype(dtype), adapter.versions(), DEFAULT_CASE) for dtype in ("f4", "f8")]
     for row in rows:
         row.error = refusal

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from ..base import set_registry_line
 from .base import ConversionFailed, ConversionPath, ConversionRefused, Converted
 
 # id -> "module:ATTRIBUTE" defining the path object. One line per path.
@@ -87,11 +88,8 @@ def status() -> dict[str, ConversionPath | PathUnavailable]:
 
 
 def ensure_registered(path_id: str, registry_line: str) -> None:
-    """Make ``path_id`` name ``registry_line`` ("module:ATTRIBUTE") here, as it does in the process that asks:
-    a worker process running a cell for its caller finds a path the caller registered itself (a test's)."""
-    if REGISTRY.get(path_id) != registry_line:
-        REGISTRY[path_id] = registry_line
-        _load.cache_clear()
+    """``path_id`` reads ``registry_line`` ("module:ATTRIBUTE") here (``adapters.base.set_registry_line``)."""
+    set_registry_line(REGISTRY, _load, path_id, registry_line)
 
 
 def available() -> list[ConversionPath]:

@@ -26,8 +26,8 @@ def run(args) -> int:
     out = output_directory(args.out, "--out")  # before the matrix: a bad place costs no work
     progress = progress_printer(args.quiet)
     # The conversion paths whose source configurations the matrix covers, one configuration per path, audited
-    # while worker processes finish the matrix; the cells run in a worker of their own, so a converter's
-    # segfault is a failed cell, not the end of the report (reports.conversions, contained=True).
+    # in the contained lane's worker once its share of the matrix is measured, while the other lane finishes;
+    # a converter's segfault is a failed cell, not the end of the report (reports.conversions, contained=True).
     from ..conversions import conversions_for_frameworks
     from ..matrix import Case
 
